@@ -1,0 +1,358 @@
+//! The audience read cache (moka) and its HTTP semantics.
+//!
+//! One entry per (upstream identity, audience id) holds the three public representations
+//! (audience, insights, uploads) already serialized, with their strong ETags, so a hit does
+//! no serialization at all. Concurrent misses for one audience make one upstream call (moka's
+//! per-key compute lock); writes through this gateway drop the entry, and a fetch that raced
+//! with a write never stores what it read. Expired entries stay usable for `stale_secs` when
+//! the upstream fails (stale-if-error).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::ops::compute::Op;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+use crate::settings::CacheSettings;
+use crate::upstream::api::AudienceDto;
+use crate::upstream::{CallContext, UpstreamClient, UpstreamError};
+
+/// Which representation of an audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Audience,
+    Insights,
+    Uploads,
+}
+
+/// One serialized representation and its strong ETag.
+#[derive(Debug, Clone)]
+pub struct Representation {
+    pub body: Bytes,
+    pub etag: String,
+}
+
+impl Representation {
+    fn of<T: Serialize>(value: &T) -> Result<Self, UpstreamError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| UpstreamError::Failure(format!("serialize: {e}")))?;
+        Ok(Self {
+            etag: strong_etag(&body),
+            body: Bytes::from(body),
+        })
+    }
+}
+
+/// A strong ETag from the body bytes (stable across replicas and restarts).
+pub fn strong_etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// A cached audience with its three representations.
+#[derive(Debug)]
+pub struct CachedAudience {
+    pub audience: Representation,
+    pub insights: Representation,
+    pub uploads: Representation,
+    fetched: Instant,
+}
+
+impl CachedAudience {
+    /// Builds all representations from the vendor object.
+    pub fn from_dto(dto: &AudienceDto) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            audience: Representation::of(&dto.to_audience())?,
+            insights: Representation::of(&dto.to_insights())?,
+            uploads: Representation::of(&dto.to_uploads())?,
+            fetched: Instant::now(),
+        })
+    }
+
+    /// The representation for a view.
+    pub fn view(&self, view: View) -> &Representation {
+        match view {
+            View::Audience => &self.audience,
+            View::Insights => &self.insights,
+            View::Uploads => &self.uploads,
+        }
+    }
+
+    fn weight(&self) -> u32 {
+        let bytes = self.audience.body.len() + self.insights.body.len() + self.uploads.body.len();
+        // Bodies plus ETags, key and bookkeeping.
+        u32::try_from(bytes + 256).unwrap_or(u32::MAX)
+    }
+}
+
+/// How a read was answered, for `Cache-Status` and `Cache-Control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fresh entry; seconds of freshness left.
+    Hit { ttl: u64 },
+    /// Fetched because absent or expired.
+    Miss { ttl: u64 },
+    /// Fetched because the caller sent `Cache-Control: no-cache`.
+    Refreshed { ttl: u64 },
+    /// Expired entry served because the upstream failed; seconds past expiry.
+    Stale { age_past_ttl: u64 },
+    /// The cache is disabled.
+    Bypass,
+}
+
+impl Outcome {
+    /// RFC 9211 `Cache-Status` value.
+    pub fn cache_status(self) -> String {
+        match self {
+            Outcome::Hit { ttl } => format!("audience-gateway; hit; ttl={ttl}"),
+            Outcome::Miss { ttl } => format!("audience-gateway; fwd=uri-miss; stored; ttl={ttl}"),
+            Outcome::Refreshed { ttl } => {
+                format!("audience-gateway; fwd=request; stored; ttl={ttl}")
+            }
+            Outcome::Stale { age_past_ttl } => format!(
+                "audience-gateway; fwd=stale; ttl=-{age_past_ttl}; detail=stale-if-error"
+            ),
+            Outcome::Bypass => "audience-gateway; fwd=bypass".into(),
+        }
+    }
+
+    /// `Cache-Control` value for the caller.
+    pub fn cache_control(self) -> String {
+        match self {
+            Outcome::Hit { ttl } | Outcome::Miss { ttl } | Outcome::Refreshed { ttl } => {
+                format!("private, max-age={ttl}")
+            }
+            Outcome::Stale { .. } | Outcome::Bypass => "private, max-age=0".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    identity: Arc<str>,
+    id: i64,
+}
+
+/// The audience cache.
+pub struct AudienceCache {
+    enabled: bool,
+    ttl: Duration,
+    stale: Duration,
+    entries: moka::future::Cache<Key, Arc<CachedAudience>>,
+    /// Platform accounts per upstream identity, serialized.
+    accounts: moka::future::Cache<Arc<str>, Bytes>,
+    /// Bumped by every write; a fetch that saw another value does not store.
+    epoch: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl AudienceCache {
+    /// A cache sized in bytes.
+    pub fn new(s: &CacheSettings, metrics: Arc<Metrics>) -> Self {
+        let ttl = Duration::from_secs(s.ttl_secs);
+        let stale = Duration::from_secs(s.stale_secs);
+        Self {
+            enabled: s.enabled && s.ttl_secs > 0,
+            ttl,
+            stale,
+            entries: moka::future::Cache::builder()
+                .max_capacity(s.max_bytes)
+                .weigher(|_k: &Key, v: &Arc<CachedAudience>| v.weight())
+                .time_to_live(ttl + stale)
+                .build(),
+            accounts: moka::future::Cache::builder()
+                .max_capacity(64)
+                .time_to_live(ttl.max(Duration::from_secs(1)))
+                .build(),
+            epoch: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    fn ttl_left(&self, e: &CachedAudience) -> Option<u64> {
+        self.ttl
+            .checked_sub(e.fetched.elapsed())
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_secs().max(1))
+    }
+
+    /// Reads an audience through the cache. `refresh` forces an upstream call.
+    pub async fn get(
+        &self,
+        upstream: &UpstreamClient,
+        ctx: &CallContext,
+        id: i64,
+        refresh: bool,
+    ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
+        if !self.enabled {
+            let dto = upstream.load_audience(ctx, id).await?;
+            return Ok((Arc::new(CachedAudience::from_dto(&dto)?), Outcome::Bypass));
+        }
+        let key = Key {
+            identity: upstream.identity(),
+            id,
+        };
+        let existing = self.entries.get(&key).await;
+        if !refresh {
+            if let Some(e) = &existing {
+                if let Some(ttl) = self.ttl_left(e) {
+                    self.metrics.cache("hit");
+                    return Ok((e.clone(), Outcome::Hit { ttl }));
+                }
+            }
+        }
+        match self.fill(upstream, ctx, key, refresh).await {
+            Ok((entry, fetched)) => {
+                let ttl = self.ttl_left(&entry).unwrap_or(0);
+                let outcome = match (fetched, refresh) {
+                    (false, _) => Outcome::Hit { ttl },
+                    (true, true) => Outcome::Refreshed { ttl },
+                    (true, false) => Outcome::Miss { ttl },
+                };
+                self.metrics
+                    .cache(if fetched { "miss" } else { "hit" });
+                Ok((entry, outcome))
+            }
+            Err(err) => match existing {
+                Some(e) if err.is_transient() && e.fetched.elapsed() < self.ttl + self.stale => {
+                    tracing::warn!(error = %err, audience = id, "upstream failed; serving stale entry");
+                    self.metrics.cache("stale");
+                    let past = e.fetched.elapsed().saturating_sub(self.ttl).as_secs();
+                    Ok((e, Outcome::Stale { age_past_ttl: past }))
+                }
+                _ => Err(err),
+            },
+        }
+    }
+
+    /// Fetches under the per-key lock; returns the entry and whether this call fetched it.
+    async fn fill(
+        &self,
+        upstream: &UpstreamClient,
+        ctx: &CallContext,
+        key: Key,
+        refresh: bool,
+    ) -> Result<(Arc<CachedAudience>, bool), UpstreamError> {
+        let id = key.id;
+        let mut fetched: Option<Arc<CachedAudience>> = None;
+        let slot = &mut fetched;
+        let result = self
+            .entries
+            .entry(key)
+            .and_try_compute_with(move |current| async move {
+                // Someone else refreshed it while we waited for the key lock.
+                if let Some(e) = current {
+                    if !refresh && self.ttl_left(e.value()).is_some() {
+                        return Ok(Op::Nop);
+                    }
+                }
+                let epoch = self.epoch.load(Ordering::Acquire);
+                let dto = upstream.load_audience(ctx, id).await?;
+                let entry = Arc::new(CachedAudience::from_dto(&dto)?);
+                *slot = Some(entry.clone());
+                if self.epoch.load(Ordering::Acquire) == epoch {
+                    Ok(Op::Put(entry))
+                } else {
+                    Ok(Op::Nop)
+                }
+            })
+            .await?;
+        if let Some(entry) = fetched {
+            return Ok((entry, true));
+        }
+        match result.into_entry() {
+            Some(e) => Ok((e.into_value(), false)),
+            None => Err(UpstreamError::Failure("cache fill produced no entry".into())),
+        }
+    }
+
+    /// The platform-account list (serialized, without access tokens), cached per identity;
+    /// concurrent misses share one upstream call. Returns the body and whether it was a hit.
+    pub async fn platform_accounts(
+        &self,
+        upstream: &UpstreamClient,
+        ctx: &CallContext,
+    ) -> Result<(Bytes, bool), UpstreamError> {
+        let load = async {
+            let list = crate::domain::PlatformAccountList {
+                items: upstream.platform_accounts(ctx).await?,
+            };
+            serde_json::to_vec(&list)
+                .map(Bytes::from)
+                .map_err(|e| UpstreamError::Failure(format!("serialize: {e}")))
+        };
+        if !self.enabled {
+            return Ok((load.await?, false));
+        }
+        let identity = upstream.identity();
+        if let Some(b) = self.accounts.get(&identity).await {
+            self.metrics.cache("hit");
+            return Ok((b, true));
+        }
+        let body = self
+            .accounts
+            .try_get_with(identity, load)
+            .await
+            .map_err(|e: Arc<UpstreamError>| match e.as_ref() {
+                UpstreamError::Timeout => UpstreamError::Timeout,
+                UpstreamError::Unavailable(m, r) => UpstreamError::Unavailable(m.clone(), *r),
+                other => UpstreamError::Failure(other.to_string()),
+            })?;
+        self.metrics.cache("miss");
+        Ok((body, false))
+    }
+
+    /// Drops an audience after a write, so no later read sees the old version.
+    pub async fn evict(&self, identity: &Arc<str>, id: i64) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries
+            .invalidate(&Key {
+                identity: identity.clone(),
+                id,
+            })
+            .await;
+    }
+
+    /// Drops everything (e.g. after missing invalidation messages).
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+    }
+
+    /// Entries and weighted size, for tests and diagnostics.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks().await;
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_is_strong_and_stable() {
+        let a = strong_etag(b"{\"id\":1}");
+        assert_eq!(a, strong_etag(b"{\"id\":1}"));
+        assert_ne!(a, strong_etag(b"{\"id\":2}"));
+        assert!(a.starts_with('"') && !a.starts_with("W/"));
+    }
+
+    #[test]
+    fn header_values_follow_rfc9211() {
+        assert_eq!(Outcome::Hit { ttl: 12 }.cache_status(), "audience-gateway; hit; ttl=12");
+        assert_eq!(Outcome::Hit { ttl: 12 }.cache_control(), "private, max-age=12");
+        assert!(Outcome::Stale { age_past_ttl: 3 }
+            .cache_status()
+            .contains("fwd=stale"));
+        assert_eq!(
+            Outcome::Stale { age_past_ttl: 3 }.cache_control(),
+            "private, max-age=0"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Prometheus metrics. Labels are bounded: route templates (never raw paths), methods,
+//! status codes, operation names and outcomes; never ids or subjects.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    policy: &'static str,
+    decision: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 us .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// All metrics of the process.
+pub struct Metrics {
+    registry: Registry,
+    http: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    upstream: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    cache: Family<ResultLabels, Counter>,
+    rate_limit: Family<LimitLabels, Counter>,
+    logins: Family<ResultLabels, Counter>,
+    jwks_refreshes: Family<ResultLabels, Counter>,
+    redis_up: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("audience_gateway");
+        let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let upstream = Family::<UpstreamLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let cache = Family::default();
+        let rate_limit = Family::default();
+        let logins = Family::default();
+        let jwks_refreshes = Family::default();
+        let redis_up = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP requests by route template, method and status (count and latency)",
+            http.clone(),
+        );
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Digital Audience API calls by operation and outcome (count and latency)",
+            upstream.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Audience cache lookups by result (hit, miss, stale)",
+            cache.clone(),
+        );
+        registry.register(
+            "rate_limit_decisions",
+            "Activation rate-limit decisions by policy and decision",
+            rate_limit.clone(),
+        );
+        registry.register("upstream_logins", "Upstream logins by result", logins.clone());
+        registry.register(
+            "jwks_refreshes",
+            "JWKS fetches by result",
+            jwks_refreshes.clone(),
+        );
+        registry.register(
+            "redis_up",
+            "1 when the shared-state Redis is reachable, 0 when not, -1 when not configured",
+            redis_up.clone(),
+        );
+        redis_up.set(-1);
+        Self {
+            registry,
+            http,
+            upstream,
+            cache,
+            rate_limit,
+            logins,
+            jwks_refreshes,
+            redis_up,
+        }
+    }
+
+    /// One finished HTTP request.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.http
+            .get_or_create(&HttpLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One finished upstream call.
+    pub fn upstream_call(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.upstream
+            .get_or_create(&UpstreamLabels { operation, outcome })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One cache lookup: `hit`, `miss` or `stale`.
+    pub fn cache(&self, result: &'static str) {
+        self.cache.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// One rate-limit decision.
+    pub fn rate_limit(&self, policy: &'static str, admitted: bool) {
+        let decision = if admitted { "admit" } else { "reject" };
+        self.rate_limit
+            .get_or_create(&LimitLabels { policy, decision })
+            .inc();
+    }
+
+    /// One login attempt sequence.
+    pub fn login(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.logins.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// One JWKS fetch.
+    pub fn jwks_refresh(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.jwks_refreshes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Redis reachability.
+    pub fn redis_up(&self, up: bool) {
+        self.redis_up.set(i64::from(up));
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_bounded_labels() {
+        let m = Metrics::new();
+        m.http_request("/v1/audiences/{id}", "GET", 200, Duration::from_millis(3));
+        m.cache("hit");
+        m.upstream_call("loadAudience", "ok", Duration::from_millis(30));
+        let text = m.render();
+        assert!(text.contains(
+            "audience_gateway_http_request_duration_seconds_count{route=\"/v1/audiences/{id}\",method=\"GET\",status=\"200\"} 1"
+        ), "{text}");
+        assert!(text.contains("audience_gateway_cache_lookups_total{result=\"hit\"} 1"), "{text}");
+        assert!(text.contains("audience_gateway_redis_up -1"), "{text}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Liveness, readiness and metrics: no token needed.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::json;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Registers the operational routes.
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(healthz).service(readyz).service(metrics);
+}
+
+/// Liveness answer.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Health {
+    /// Always `ok` while the process serves requests.
+    pub status: &'static str,
+}
+
+/// Readiness answer, with the state of what the gateway depends on.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"status": "ready", "shuttingDown": false, "keys": "static", "upstream": {"circuit": "closed"}, "redis": "disabled"}))]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// Whether shutdown has begun.
+    pub shutting_down: bool,
+    /// `static`, `loaded` (JWKS) or `loading` (JWKS not fetched yet).
+    pub keys: &'static str,
+    /// Upstream health; reported, but it does not fail readiness.
+    pub upstream: UpstreamHealth,
+    /// `disabled`, `up` or `down`.
+    pub redis: &'static str,
+}
+
+/// Upstream health as the gateway sees it.
+#[derive(Serialize, ToSchema)]
+pub struct UpstreamHealth {
+    /// Circuit breaker state: `closed`, `open` or `half_open`.
+    pub circuit: &'static str,
+}
+
+/// Liveness probe
+///
+/// Answers 200 while the process is alive.
+#[utoipa::path(operation_id = "getLiveness", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+#[get("/healthz")]
+async fn healthz() -> Result<HttpResponse, ApiError> {
+    json(StatusCode::OK, &Health { status: "ok" })
+}
+
+/// Readiness probe
+///
+/// 200 when settings are valid, keys are loaded (JWKS mode) and shutdown has not begun; 503
+/// otherwise. Upstream trouble is reported in the body but does not fail readiness, so an
+/// upstream outage cannot take every replica out of the Service.
+#[utoipa::path(operation_id = "getReadiness", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready", body = Readiness),
+    ))]
+#[get("/readyz")]
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let shutting_down = state.is_shutting_down();
+    let keys = match state.auth.jwks() {
+        None => "static",
+        Some(j) if j.is_loaded() => "loaded",
+        Some(_) => "loading",
+    };
+    let ready = !shutting_down && keys != "loading";
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        shutting_down,
+        keys,
+        upstream: UpstreamHealth {
+            circuit: state.upstream.breaker_state().name(),
+        },
+        redis: state.redis_state(),
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(status, &body)
+}
+
+/// Prometheus metrics
+///
+/// Metrics in the Prometheus text exposition format.
+#[utoipa::path(operation_id = "getMetrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[get("/metrics")]
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

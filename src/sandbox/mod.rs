@@ -1,0 +1,257 @@
+//! The simulated Digital Audience API: an in-process HTTP server that behaves like the
+//! vendor as described in `CONTRACT.md`, for `audience-gateway sandbox`, the integration
+//! tests and the load benchmarks.
+//!
+//! It deliberately shares no types with the gateway's upstream client (it has its own
+//! request and response types), so a client bug cannot be masked by a shared DTO.
+//!
+//! # Seed data
+//! Identical on every start: campaigns 1-3 (campaign 1 is "Sandbox campaign");
+//! `seed_audiences` audiences from id 1001 — 1001 always exists and has `crmData` (insights
+//! READY), 1002 (if seeded) has `crmData: null`, 1003 (if seeded) is already activated;
+//! platform accounts 501 (Meta), 502 (Google Ads) with an `accessToken`, and 503 (The Trade
+//! Desk) without one. New audiences, campaigns and segments get increasing ids (segments
+//! from 7001).
+//!
+//! # Assumptions (the vendor does not document these)
+//! - Every vendor answer is the envelope `{"data", "status": {"statusCode", "message"},
+//!   "success"}`. A refused call is HTTP 200 with `success: false`, `data: null`, a
+//!   non-zero `statusCode` and a `message`:
+//!   - 404: the audience does not exist (`"Audience 123 not found"`) — load, update,
+//!     activate, delete;
+//!   - 400: validation — malformed JSON, a wrong type or a missing field (`"Invalid request
+//!     body: ..."`), a blank or over-long (> 255) name, an unknown `campaignId`, an
+//!     unparsable date, `endDate <= startDate`, an unknown `accountId`;
+//!   - 401: login with wrong credentials (and no `Set-Cookie`).
+//! - Integer fields also accept numeric strings (`"campaignId": "1"`), as the reference's
+//!   own example quotes them. Field names are case-sensitive camelCase; unknown fields are
+//!   ignored; the `Content-Type` is not checked.
+//! - `update` replaces name and description: an absent `description` clears it.
+//! - Activation checks, in order: body, name, dates, audience (404), account (400).
+//!   Dates are RFC 3339, or without offset (taken as UTC). Activating again is allowed and
+//!   creates another segment.
+//! - A successful login answers `Set-Cookie: digitalAudience=<64 hex>; Path=/; HttpOnly`.
+//!   A session lasts `session_ttl` from login (no sliding renewal).
+//! - A call without a live session (missing, unknown or expired cookie) is answered, with
+//!   an empty body, per [`ExpiryStyle`]: 401, 403, or 302 with
+//!   `Location: /account/login?ReturnUrl=<percent-encoded original path and query>`.
+//!   `GET /account/login` answers 200 with an HTML login page, as an ASP.NET backend would:
+//!   a client that follows the redirect gets HTML, not an envelope.
+//! - Routing ignores case and a trailing slash. An unknown path, or a non-integer id in
+//!   `loadAudienceById/{id}`, is HTTP 404 with an HTML body; a wrong method is HTTP 405.
+//!   Neither is counted as a call.
+//! - New audiences carry `lifetimeStatus: null`; seeded ones "Active" (1). The seeded
+//!   states "READY" (1) and "PROCESSING" (3) for `audienceState`, and the ids of
+//!   `insightsState` PENDING (1) / READY (2), are invented: they exercise the gateway's
+//!   pass-through of values the vendor does not list.
+//!
+//! # Fault injection and observation (not part of the vendor API)
+//! Order for a routed vendor call: it is counted (and, unless it is the login, its headers
+//! recorded); then "down" answers 503; then the latency is awaited; then `error_rate`
+//! answers a share of calls 500; then the session is checked. Both fault answers have HTML
+//! bodies, not envelopes. The knobs are on [`SimulatorHandle`] and over HTTP, unaffected by
+//! the faults themselves:
+//! - `GET /__sim/faults`, `POST /__sim/faults` `{"latencyMs"?, "errorRate"?, "down"?}`
+//!   (absent knobs keep their value; answers the current knobs; HTTP 400 on a bad body or
+//!   an `errorRate` outside 0.0-1.0);
+//! - `GET /__sim/stats` → `{"logins": n, "calls": {"login": n, "createAudience": n, ...}}`
+//!   (every request routed to the operation, whatever its outcome);
+//! - `POST /__sim/sessions/expire` → 204, invalidates every session.
+
+mod control;
+mod handlers;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use serde::{Deserialize, Serialize};
+
+use control::{Operation, Shared};
+
+/// How the simulator answers a call whose session is missing or expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiryStyle {
+    /// HTTP 401 with an empty body.
+    #[default]
+    Unauthorized,
+    /// HTTP 403 with an empty body.
+    Forbidden,
+    /// HTTP 302 to `/account/login?ReturnUrl=...`, as an ASP.NET cookie-auth backend does.
+    Redirect,
+}
+
+impl FromStr for ExpiryStyle {
+    type Err = String;
+
+    /// Parses `unauthorized`/`401`, `forbidden`/`403` or `redirect`/`302`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "unauthorized" | "401" => Ok(ExpiryStyle::Unauthorized),
+            "forbidden" | "403" => Ok(ExpiryStyle::Forbidden),
+            "redirect" | "302" => Ok(ExpiryStyle::Redirect),
+            other => Err(format!(
+                "unknown expiry style '{other}' (expected unauthorized, forbidden or redirect)"
+            )),
+        }
+    }
+}
+
+/// Settings of one simulator.
+#[derive(Clone)]
+pub struct SimulatorConfig {
+    /// The only user name the login accepts.
+    pub username: String,
+    /// The only password the login accepts.
+    pub password: String,
+    /// How long a session lives after its login.
+    pub session_ttl: Duration,
+    /// How a call without a live session is answered.
+    pub expiry_style: ExpiryStyle,
+    /// How many audiences to seed, from id 1001.
+    pub seed_audiences: usize,
+    /// Delay added to every vendor call (changeable at run time).
+    pub latency: Duration,
+    /// Share of vendor calls answered HTTP 500, 0.0-1.0 (changeable at run time).
+    pub error_rate: f64,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            username: "sandbox".to_owned(),
+            password: "sandbox-password".to_owned(),
+            session_ttl: Duration::from_secs(30 * 60),
+            expiry_style: ExpiryStyle::Unauthorized,
+            seed_audiences: 5,
+            latency: Duration::ZERO,
+            error_rate: 0.0,
+        }
+    }
+}
+
+impl fmt::Debug for SimulatorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimulatorConfig")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("session_ttl", &self.session_ttl)
+            .field("expiry_style", &self.expiry_style)
+            .field("seed_audiences", &self.seed_audiences)
+            .field("latency", &self.latency)
+            .field("error_rate", &self.error_rate)
+            .finish()
+    }
+}
+
+/// The simulated vendor API.
+pub struct Simulator;
+
+impl Simulator {
+    /// Binds `addr` (use "127.0.0.1:0" in tests) and serves in the current actix/tokio
+    /// runtime, as a spawned task; returns once bound.
+    pub async fn start(config: SimulatorConfig, addr: &str) -> std::io::Result<SimulatorHandle> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let data = web::Data::from(Arc::clone(&shared));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(handlers::dispatch))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let server_handle = server.handle();
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "sandbox simulator stopped with an error");
+            }
+        });
+        tracing::info!(%addr, "sandbox simulator listening");
+        Ok(SimulatorHandle {
+            shared,
+            server: server_handle,
+            addr,
+        })
+    }
+}
+
+/// Controls and observes a running simulator; clones control the same one.
+#[derive(Clone)]
+pub struct SimulatorHandle {
+    shared: Arc<Shared>,
+    server: ServerHandle,
+    addr: SocketAddr,
+}
+
+impl fmt::Debug for SimulatorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimulatorHandle {
+    /// The simulator's base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets the delay added to every vendor call.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.set_latency(latency);
+    }
+
+    /// Sets the share of vendor calls answered HTTP 500 (clamped to 0.0-1.0).
+    pub fn set_error_rate(&self, rate: f64) {
+        self.shared.set_error_rate(rate);
+    }
+
+    /// Makes every vendor call answer HTTP 503 (or stops doing so).
+    pub fn set_down(&self, down: bool) {
+        self.shared.set_down(down);
+    }
+
+    /// Invalidates every live session now.
+    pub fn expire_sessions(&self) {
+        self.shared.expire_sessions();
+    }
+
+    /// Login requests received, whatever their outcome.
+    pub fn login_count(&self) -> u64 {
+        self.shared.call_count(Operation::Login)
+    }
+
+    /// Requests received for `operation` ("login", "createAudience", "updateAudience",
+    /// "activateAudience", "loadAudience", "deleteAudience", "createCampaign",
+    /// "loadPlatformAccounts"), whatever their outcome; 0 for an unknown name.
+    pub fn call_count(&self, operation: &str) -> u64 {
+        Operation::ALL
+            .iter()
+            .find(|op| op.name() == operation)
+            .map_or(0, |op| self.shared.call_count(*op))
+    }
+
+    /// Headers (lower-case names) of the most recent vendor call other than the login.
+    pub fn last_request_headers(&self) -> Vec<(String, String)> {
+        self.shared.last_headers()
+    }
+
+    /// Stops the server gracefully (waits at most a second for open requests).
+    pub async fn stop(&self) {
+        self.server.stop(true).await;
+    }
+}

@@ -1,0 +1,173 @@
+//! Logging, request ids and the access log.
+//!
+//! [`request_context`] runs around every request: it takes the caller's `X-Request-Id` (or
+//! makes one), opens a span carrying it, returns it in the response, fills it into
+//! problem+json bodies, records metrics and writes one access line.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use tracing::Instrument;
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::auth::CallerSubject;
+use crate::error::{ApiError, Problem};
+use crate::settings::{LogFormat, LogSettings};
+use crate::upstream::CallContext;
+use crate::AppState;
+
+/// Request id header, accepted from callers and sent upstream.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Installs the global subscriber (JSON or text). Safe to call more than once.
+pub fn init(s: &LogSettings) {
+    let filter = EnvFilter::try_new(&s.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match s.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.compact().try_init(),
+    };
+}
+
+fn acceptable_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| s.to_string())
+}
+
+/// W3C `traceparent`: version-traceid-parentid-flags, lower-case hex.
+fn acceptable_traceparent(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let parts: Vec<&str> = s.split('-').collect();
+    let lens = [2, 32, 16, 2];
+    let ok = parts.len() == 4
+        && parts.iter().zip(lens).all(|(p, l)| {
+            p.len() == l && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    ok.then(|| s.to_string())
+}
+
+/// The request's id and trace context, for handlers to pass upstream.
+#[derive(Debug, Clone)]
+pub struct RequestContext(pub CallContext);
+
+impl FromRequest for RequestContext {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ctx = req
+            .extensions()
+            .get::<CallContext>()
+            .cloned()
+            .unwrap_or_default();
+        std::future::ready(Ok(RequestContext(ctx)))
+    }
+}
+
+/// The middleware described in the module docs.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(acceptable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(acceptable_traceparent);
+    req.extensions_mut().insert(CallContext {
+        request_id: request_id.clone(),
+        traceparent,
+    });
+    let method = req.method().clone();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    // Handlers' errors arrive here as responses; only inner middleware can fail outright
+    // (e.g. CORS refusing an origin), and actix renders those itself.
+    let res = next.call(req).instrument(span.clone()).await?.map_into_boxed_body();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let sub = res
+        .request()
+        .extensions()
+        .get::<CallerSubject>()
+        .map(|s| s.0.clone());
+    let mut res = fill_problem(res, &request_id);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    if let Some(state) = &state {
+        state
+            .metrics
+            .http_request(&route, method.as_str(), status, elapsed);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            target: "access",
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            sub = sub.as_deref().unwrap_or("-"),
+            "request"
+        );
+    });
+    Ok(res)
+}
+
+/// Puts the request id into a problem+json body.
+fn fill_problem(res: ServiceResponse<BoxBody>, request_id: &str) -> ServiceResponse<BoxBody> {
+    let problem = res.response().extensions().get::<Problem>().cloned();
+    match problem {
+        Some(mut p) => {
+            p.request_id = Some(request_id.to_string());
+            let body = p.to_bytes();
+            res.map_body(|_, _| BoxBody::new(body))
+        }
+        None => res,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sanitised() {
+        let ok = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(acceptable_request_id(&ok).as_deref(), Some("abc-123_x.y:z"));
+        let bad = HeaderValue::from_static("abc def");
+        assert_eq!(acceptable_request_id(&bad), None);
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(acceptable_request_id(&long), None);
+    }
+
+    #[test]
+    fn traceparent_must_be_well_formed() {
+        let ok = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert!(acceptable_traceparent(&ok).is_some());
+        let bad = HeaderValue::from_static("00-XYZ-00f067aa0ba902b7-01");
+        assert!(acceptable_traceparent(&bad).is_none());
+    }
+}
