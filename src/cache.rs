@@ -114,9 +114,9 @@ impl Outcome {
             Outcome::Refreshed { ttl } => {
                 format!("audience-gateway; fwd=request; stored; ttl={ttl}")
             }
-            Outcome::Stale { age_past_ttl } => format!(
-                "audience-gateway; fwd=stale; ttl=-{age_past_ttl}; detail=stale-if-error"
-            ),
+            Outcome::Stale { age_past_ttl } => {
+                format!("audience-gateway; fwd=stale; ttl=-{age_past_ttl}; detail=stale-if-error")
+            }
             Outcome::Bypass => "audience-gateway; fwd=bypass".into(),
         }
     }
@@ -214,8 +214,7 @@ impl AudienceCache {
                     (true, true) => Outcome::Refreshed { ttl },
                     (true, false) => Outcome::Miss { ttl },
                 };
-                self.metrics
-                    .cache(if fetched { "miss" } else { "hit" });
+                self.metrics.cache(if fetched { "miss" } else { "hit" });
                 Ok((entry, outcome))
             }
             Err(err) => match existing {
@@ -267,7 +266,9 @@ impl AudienceCache {
         }
         match result.into_entry() {
             Some(e) => Ok((e.into_value(), false)),
-            None => Err(UpstreamError::Failure("cache fill produced no entry".into())),
+            None => Err(UpstreamError::Failure(
+                "cache fill produced no entry".into(),
+            )),
         }
     }
 
@@ -294,15 +295,15 @@ impl AudienceCache {
             self.metrics.cache("hit");
             return Ok((b, true));
         }
-        let body = self
-            .accounts
-            .try_get_with(identity, load)
-            .await
-            .map_err(|e: Arc<UpstreamError>| match e.as_ref() {
-                UpstreamError::Timeout => UpstreamError::Timeout,
-                UpstreamError::Unavailable(m, r) => UpstreamError::Unavailable(m.clone(), *r),
-                other => UpstreamError::Failure(other.to_string()),
-            })?;
+        let body =
+            self.accounts
+                .try_get_with(identity, load)
+                .await
+                .map_err(|e: Arc<UpstreamError>| match e.as_ref() {
+                    UpstreamError::Timeout => UpstreamError::Timeout,
+                    UpstreamError::Unavailable(m, r) => UpstreamError::Unavailable(m.clone(), *r),
+                    other => UpstreamError::Failure(other.to_string()),
+                })?;
         self.metrics.cache("miss");
         Ok((body, false))
     }
@@ -345,8 +346,14 @@ mod tests {
 
     #[test]
     fn header_values_follow_rfc9211() {
-        assert_eq!(Outcome::Hit { ttl: 12 }.cache_status(), "audience-gateway; hit; ttl=12");
-        assert_eq!(Outcome::Hit { ttl: 12 }.cache_control(), "private, max-age=12");
+        assert_eq!(
+            Outcome::Hit { ttl: 12 }.cache_status(),
+            "audience-gateway; hit; ttl=12"
+        );
+        assert_eq!(
+            Outcome::Hit { ttl: 12 }.cache_control(),
+            "private, max-age=12"
+        );
         assert!(Outcome::Stale { age_past_ttl: 3 }
             .cache_status()
             .contains("fwd=stale"));

@@ -167,17 +167,28 @@ async fn sandbox(file: Option<&std::path::Path>, args: SandboxArgs) -> anyhow::R
     let mut env = process_env();
     // The sandbox always talks to its own simulator; the rest stays configurable.
     env.insert("GATEWAY_UPSTREAM__BASE_URL".into(), sim.base_url());
-    env.insert("GATEWAY_UPSTREAM__USERNAME".into(), sim_config.username.clone());
-    env.insert("GATEWAY_UPSTREAM__PASSWORD".into(), sim_config.password.clone());
+    env.insert(
+        "GATEWAY_UPSTREAM__USERNAME".into(),
+        sim_config.username.clone(),
+    );
+    env.insert(
+        "GATEWAY_UPSTREAM__PASSWORD".into(),
+        sim_config.password.clone(),
+    );
     env.remove("GATEWAY_UPSTREAM__SESSION_COOKIE");
     env.entry("GATEWAY_SERVER__HOST".into())
         .or_insert_with(|| "127.0.0.1".into());
     env.insert("GATEWAY_SERVER__PORT".into(), args.port.to_string());
     env.entry("GATEWAY_LOG__FORMAT".into())
         .or_insert_with(|| "text".into());
-    let has_key = ["HS256_SECRET", "PUBLIC_KEY_PEM", "PUBLIC_KEY_PEM_FILE", "JWKS_URL"]
-        .iter()
-        .any(|k| env.contains_key(&format!("GATEWAY_AUTH__{k}")));
+    let has_key = [
+        "HS256_SECRET",
+        "PUBLIC_KEY_PEM",
+        "PUBLIC_KEY_PEM_FILE",
+        "JWKS_URL",
+    ]
+    .iter()
+    .any(|k| env.contains_key(&format!("GATEWAY_AUTH__{k}")));
     if !has_key {
         env.insert("GATEWAY_AUTH__HS256_SECRET".into(), SANDBOX_SECRET.into());
     }
@@ -200,7 +211,10 @@ async fn sandbox(file: Option<&std::path::Path>, args: SandboxArgs) -> anyhow::R
     println!("audience-gateway sandbox");
     println!("  gateway:    {base}");
     println!("  swagger ui: {base}/docs/");
-    println!("  upstream:   {} (simulated Digital Audience API)", sim.base_url());
+    println!(
+        "  upstream:   {} (simulated Digital Audience API)",
+        sim.base_url()
+    );
     match secret {
         Some(secret) => {
             let token = mint_hs256(secret.as_bytes(), &spec)?;

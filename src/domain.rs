@@ -293,7 +293,10 @@ pub fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(ApiError::field(field, "must not contain control characters"));
+        return Err(ApiError::field(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(name.to_string())
 }
@@ -346,7 +349,10 @@ impl AudiencePatch {
     /// Validates and normalises the body; an empty patch is refused.
     pub fn validated(self) -> Result<Self, ApiError> {
         if self.name.is_none() && self.description.is_none() {
-            return Err(ApiError::field("name", "give name or description to change"));
+            return Err(ApiError::field(
+                "name",
+                "give name or description to change",
+            ));
         }
         Ok(Self {
             name: self.name.map(|n| check_name("name", &n)).transpose()?,

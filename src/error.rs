@@ -72,8 +72,16 @@ impl ApiError {
     pub fn table(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            InvalidBody { .. } => (StatusCode::BAD_REQUEST, "invalid_body", "Invalid request body"),
-            InvalidPath { .. } => (StatusCode::BAD_REQUEST, "invalid_path", "Invalid path parameter"),
+            InvalidBody { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "Invalid request body",
+            ),
+            InvalidPath { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "Invalid path parameter",
+            ),
             InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header"),
             Validation { .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -140,7 +148,11 @@ impl ApiError {
                 "upstream_unavailable",
                 "Service unavailable",
             ),
-            NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Service unavailable"),
+            NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "Service unavailable",
+            ),
             Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -286,7 +298,9 @@ mod tests {
             ApiError::UnsupportedMediaType,
             ApiError::PayloadTooLarge { limit: 1 },
             ApiError::Unauthorized { detail: "x".into() },
-            ApiError::Forbidden { scope: "audiences:read" },
+            ApiError::Forbidden {
+                scope: "audiences:read",
+            },
             ApiError::KeysUnavailable,
             ApiError::UpstreamFailure,
             ApiError::UpstreamTimeout,

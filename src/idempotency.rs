@@ -82,13 +82,22 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     h.update(path.as_bytes());
     h.update([0]);
     h.update(body);
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
 enum Record {
-    InFlight { fingerprint: String, since: Instant },
-    Done { fingerprint: String, response: StoredResponse },
+    InFlight {
+        fingerprint: String,
+        since: Instant,
+    },
+    Done {
+        fingerprint: String,
+        response: StoredResponse,
+    },
 }
 
 /// In-process records: bounded and expiring.
@@ -127,7 +136,8 @@ impl IdempotencyStore for LocalIdempotency {
                     return claim;
                 };
                 match entry.value().as_ref() {
-                    Record::Done { fingerprint: f, .. } | Record::InFlight { fingerprint: f, .. }
+                    Record::Done { fingerprint: f, .. }
+                    | Record::InFlight { fingerprint: f, .. }
                         if f != fingerprint =>
                     {
                         *slot = Begin::Mismatch;
@@ -222,6 +232,9 @@ mod tests {
     #[test]
     fn scoped_keys_differ_by_caller() {
         assert_ne!(scoped_key("a", "r", "k"), scoped_key("b", "r", "k"));
-        assert_ne!(fingerprint("POST", "/x", b"1"), fingerprint("POST", "/x", b"2"));
+        assert_ne!(
+            fingerprint("POST", "/x", b"1"),
+            fingerprint("POST", "/x", b"2")
+        );
     }
 }

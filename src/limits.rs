@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
 use governor::middleware::NoOpMiddleware;
+use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
@@ -155,7 +155,12 @@ impl StateStore for BoundedStore {
         loop {
             let arg = (prev != EMPTY).then(|| Nanos::from(prev));
             let (out, next) = f(arg)?;
-            match cell.compare_exchange_weak(prev, next.as_u64(), Ordering::AcqRel, Ordering::Acquire) {
+            match cell.compare_exchange_weak(
+                prev,
+                next.as_u64(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Ok(out),
                 Err(actual) => prev = actual,
             }
@@ -183,7 +188,12 @@ impl LocalLimiter {
     }
 
     /// Limiter with explicit policies (the Redis fallback uses a share of the quota).
-    pub fn with_policies(caller: Policy, global: Policy, max_callers: u64, metrics: Arc<Metrics>) -> Self {
+    pub fn with_policies(
+        caller: Policy,
+        global: Policy,
+        max_callers: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let clock = DefaultClock::default();
         let refill = caller.interval() * caller.burst.max(1);
         let store = BoundedStore::new(max_callers, refill.max(Duration::from_secs(1)));
@@ -191,8 +201,13 @@ impl LocalLimiter {
             store: store.clone(),
             per_caller: (
                 caller,
-                RateLimiter::<Arc<str>, BoundedStore, DefaultClock, NoOpMiddleware<<DefaultClock as Clock>::Instant>>::new(caller.quota(), store.clone(), clock.clone())
-                    .with_middleware::<StateInformationMiddleware>(),
+                RateLimiter::<
+                    Arc<str>,
+                    BoundedStore,
+                    DefaultClock,
+                    NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+                >::new(caller.quota(), store.clone(), clock.clone())
+                .with_middleware::<StateInformationMiddleware>(),
             ),
             global: (
                 global,
@@ -257,7 +272,10 @@ impl ActivationLimiter for LocalLimiter {
                 self.metrics.rate_limit(gp.name, true);
                 Decision {
                     admitted: true,
-                    states: vec![caller_state, Self::state(*gp, snap.remaining_burst_capacity())],
+                    states: vec![
+                        caller_state,
+                        Self::state(*gp, snap.remaining_burst_capacity()),
+                    ],
                     retry_after: None,
                 }
             }
@@ -303,7 +321,10 @@ mod tests {
         let d = l.check("alice").await;
         assert!(!d.admitted);
         let wait = d.retry_after.unwrap();
-        assert!(wait <= Duration::from_secs(6) && wait > Duration::ZERO, "{wait:?}");
+        assert!(
+            wait <= Duration::from_secs(6) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
         assert!(l.check("bob").await.admitted, "callers are independent");
         assert_eq!(
             d.limit_header(),

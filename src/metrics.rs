@@ -93,7 +93,11 @@ impl Metrics {
             "Activation rate-limit decisions by policy and decision",
             rate_limit.clone(),
         );
-        registry.register("upstream_logins", "Upstream logins by result", logins.clone());
+        registry.register(
+            "upstream_logins",
+            "Upstream logins by result",
+            logins.clone(),
+        );
         registry.register(
             "jwks_refreshes",
             "JWKS fetches by result",
@@ -157,7 +161,9 @@ impl Metrics {
     /// One JWKS fetch.
     pub fn jwks_refresh(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.jwks_refreshes.get_or_create(&ResultLabels { result }).inc();
+        self.jwks_refreshes
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Redis reachability.
@@ -189,7 +195,10 @@ mod tests {
         assert!(text.contains(
             "audience_gateway_http_request_duration_seconds_count{route=\"/v1/audiences/{id}\",method=\"GET\",status=\"200\"} 1"
         ), "{text}");
-        assert!(text.contains("audience_gateway_cache_lookups_total{result=\"hit\"} 1"), "{text}");
+        assert!(
+            text.contains("audience_gateway_cache_lookups_total{result=\"hit\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("audience_gateway_redis_up -1"), "{text}");
     }
 }

@@ -168,9 +168,10 @@ impl Modify for Completion {
             ),
         );
         for (status, name, description) in ERRORS {
-            components
-                .responses
-                .insert((*name).to_string(), RefOr::T(error_response(description, *status)));
+            components.responses.insert(
+                (*name).to_string(),
+                RefOr::T(error_response(description, *status)),
+            );
         }
         let names: BTreeMap<u16, &str> = ERRORS.iter().map(|(s, n, _)| (*s, *n)).collect();
         for (path, item) in api.paths.paths.iter_mut() {
@@ -178,12 +179,18 @@ impl Modify for Completion {
                 continue;
             }
             let has_id = path.contains("{id}");
-            let ops: [&mut Option<Operation>; 4] =
-                [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete];
+            let ops: [&mut Option<Operation>; 4] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
             for op in ops.into_iter().flatten() {
                 let op_id = op.operation_id.clone().unwrap_or_default();
                 for code in errors_for(&op_id, op.request_body.is_some(), has_id) {
-                    let Some(name) = names.get(&code) else { continue };
+                    let Some(name) = names.get(&code) else {
+                        continue;
+                    };
                     op.responses
                         .responses
                         .entry(code.to_string())

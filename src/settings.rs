@@ -359,7 +359,10 @@ impl Settings {
         }
         if let Some(secret) = &self.auth.hs256_secret {
             if !wants_hs {
-                return fail("auth.algorithms", "HS256 in the list when auth.hs256_secret is set");
+                return fail(
+                    "auth.algorithms",
+                    "HS256 in the list when auth.hs256_secret is set",
+                );
             }
             if secret.expose_secret().len() < 32 {
                 return fail("auth.hs256_secret", "at least 32 bytes");
@@ -380,7 +383,10 @@ impl Settings {
             return fail("upstream.max_concurrency", "a positive number");
         }
         if self.rate_limit.per_caller_per_minute == 0 || self.rate_limit.per_caller_burst == 0 {
-            return fail("rate_limit.per_caller_per_minute", "a positive rate and burst");
+            return fail(
+                "rate_limit.per_caller_per_minute",
+                "a positive rate and burst",
+            );
         }
         if self.rate_limit.global_per_minute == 0 || self.rate_limit.global_burst == 0 {
             return fail("rate_limit.global_per_minute", "a positive rate and burst");
@@ -445,7 +451,9 @@ mod tests {
 
     #[test]
     fn missing_upstream_names_the_setting() {
-        let err = Settings::load_from(None, env(&BASE[3..])).unwrap_err().to_string();
+        let err = Settings::load_from(None, env(&BASE[3..]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("upstream.base_url"), "{err}");
         assert!(err.contains("GATEWAY_UPSTREAM__BASE_URL"), "{err}");
     }

@@ -135,8 +135,9 @@ impl Application {
     /// Binds `server.host:server.port` and builds the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.host/server.port): {e}"))?;
+        let listener = TcpListener::bind(&addr).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} (server.host/server.port): {e}")
+        })?;
         Self::build_with_listener(settings, listener)
     }
 
@@ -227,7 +228,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

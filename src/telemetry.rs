@@ -54,7 +54,9 @@ fn acceptable_traceparent(v: &HeaderValue) -> Option<String> {
     let lens = [2, 32, 16, 2];
     let ok = parts.len() == 4
         && parts.iter().zip(lens).all(|(p, l)| {
-            p.len() == l && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            p.len() == l
+                && p.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
     ok.then(|| s.to_string())
 }
@@ -101,7 +103,11 @@ pub async fn request_context(
     let span = tracing::info_span!("request", request_id = %request_id);
     // Handlers' errors arrive here as responses; only inner middleware can fail outright
     // (e.g. CORS refusing an origin), and actix renders those itself.
-    let res = next.call(req).instrument(span.clone()).await?.map_into_boxed_body();
+    let res = next
+        .call(req)
+        .instrument(span.clone())
+        .await?
+        .map_into_boxed_body();
     let route = res
         .request()
         .match_pattern()
@@ -165,7 +171,8 @@ mod tests {
 
     #[test]
     fn traceparent_must_be_well_formed() {
-        let ok = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let ok =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         assert!(acceptable_traceparent(&ok).is_some());
         let bad = HeaderValue::from_static("00-XYZ-00f067aa0ba902b7-01");
         assert!(acceptable_traceparent(&bad).is_none());

@@ -39,13 +39,14 @@ pub fn static_keys(s: &AuthSettings) -> anyhow::Result<Vec<BoundKey>> {
             key: Arc::new(DecodingKey::from_secret(secret.expose_secret().as_bytes())),
         });
     }
-    let pem = match (&s.public_key_pem, &s.public_key_pem_file) {
-        (Some(text), _) => Some(text.clone()),
-        (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!("auth.public_key_pem_file: cannot read {path}: {e}")
-        })?),
-        (None, None) => None,
-    };
+    let pem =
+        match (&s.public_key_pem, &s.public_key_pem_file) {
+            (Some(text), _) => Some(text.clone()),
+            (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("auth.public_key_pem_file: cannot read {path}: {e}")
+            })?),
+            (None, None) => None,
+        };
     if let Some(pem) = pem {
         let key = if let Ok(k) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
             BoundKey {
@@ -191,7 +192,8 @@ impl Jwks {
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         *current = Arc::new(keys);
-        self.loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(removed)
     }
 }

@@ -92,7 +92,9 @@ impl moka::Expiry<Box<str>, Arc<Caller>> for UntilExp {
         caller: &Arc<Caller>,
         _now: std::time::Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(caller.expires_at.saturating_sub(now_secs())))
+        Some(Duration::from_secs(
+            caller.expires_at.saturating_sub(now_secs()),
+        ))
     }
 }
 
@@ -171,7 +173,11 @@ impl Authenticator {
         let header = header.ok_or(AuthError::Missing)?;
         let token = match header.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(AuthError::Invalid("the Authorization scheme must be Bearer")),
+            _ => {
+                return Err(AuthError::Invalid(
+                    "the Authorization scheme must be Bearer",
+                ))
+            }
         };
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -181,7 +187,11 @@ impl Authenticator {
         }
         if let Some(jwks) = &self.jwks {
             let now = jwks.revocations();
-            if self.seen_revocations.swap(now, std::sync::atomic::Ordering::AcqRel) != now {
+            if self
+                .seen_revocations
+                .swap(now, std::sync::atomic::Ordering::AcqRel)
+                != now
+            {
                 self.verified.invalidate_all();
             }
         }
@@ -201,12 +211,18 @@ impl Authenticator {
         let raw_header = token
             .split('.')
             .next()
-            .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .ok()
+            })
             .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
             .ok_or(AuthError::Invalid("the token is malformed"))?;
         // RFC 7515 4.1.11: we implement no extensions, so any `crit` must be refused.
         if raw_header.contains_key("crit") {
-            return Err(AuthError::Invalid("the token has critical header parameters"));
+            return Err(AuthError::Invalid(
+                "the token has critical header parameters",
+            ));
         }
         let alg_name = raw_header.get("alg").and_then(Value::as_str).unwrap_or("");
         let alg = parse_alg(alg_name)
@@ -219,7 +235,9 @@ impl Authenticator {
         };
         let key = self.key_for(alg, kid).await?;
         if key.alg != alg {
-            return Err(AuthError::Invalid("the token's algorithm does not match its key"));
+            return Err(AuthError::Invalid(
+                "the token's algorithm does not match its key",
+            ));
         }
         let validation = self
             .validations
@@ -239,7 +257,9 @@ impl Authenticator {
                 KeyError::Unknown => AuthError::Invalid("the token's key is unknown"),
                 KeyError::Unavailable => AuthError::KeysUnavailable,
             }),
-            _ => Err(AuthError::Invalid("no key is configured for the token's algorithm")),
+            _ => Err(AuthError::Invalid(
+                "no key is configured for the token's algorithm",
+            )),
         }
     }
 

@@ -36,13 +36,20 @@ async fn list_platform_accounts(
     state: web::Data<AppState>,
     ctx: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
-    let (body, hit) = state.cache.platform_accounts(&state.upstream, &ctx.0).await?;
+    let (body, hit) = state
+        .cache
+        .platform_accounts(&state.upstream, &ctx.0)
+        .await?;
     let mut resp = json_bytes(StatusCode::OK, body);
     let status = if hit {
         "audience-gateway; hit"
     } else {
         "audience-gateway; fwd=uri-miss; stored"
     };
-    set_header(&mut resp, actix_web::http::header::HeaderName::from_static("cache-status"), status);
+    set_header(
+        &mut resp,
+        actix_web::http::header::HeaderName::from_static("cache-status"),
+        status,
+    );
     Ok(resp)
 }

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use super::{json, json_bytes, path_id, set_header, JsonBody};
 use crate::auth::{Activate, Authorized, Caller, Delete, Read, Write};
 use crate::cache::{CachedAudience, Outcome, View};
-use crate::domain::{Activation, Audience, AudiencePatch, Insights, NewActivation, NewAudience, Uploads};
+use crate::domain::{
+    Activation, Audience, AudiencePatch, Insights, NewActivation, NewAudience, Uploads,
+};
 use crate::error::ApiError;
 use crate::idempotency::{self, Begin, StoredResponse};
 use crate::limits::Decision;
@@ -81,7 +83,12 @@ async fn cached_view(
     Ok(render_view(req, &entry, outcome, view))
 }
 
-fn render_view(req: &HttpRequest, entry: &CachedAudience, outcome: Outcome, view: View) -> HttpResponse {
+fn render_view(
+    req: &HttpRequest,
+    entry: &CachedAudience,
+    outcome: Outcome,
+    view: View,
+) -> HttpResponse {
     let rep = entry.view(view);
     let mut resp = if etag_matches(req, header::IF_NONE_MATCH, &rep.etag) == Some(true) {
         HttpResponse::NotModified().finish()
@@ -208,12 +215,18 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     };
     let bad = || ApiError::InvalidHeader {
         field: "Idempotency-Key".into(),
-        detail: format!("must be 1 to {} visible ASCII characters", idempotency::MAX_KEY_LEN),
+        detail: format!(
+            "must be 1 to {} visible ASCII characters",
+            idempotency::MAX_KEY_LEN
+        ),
     };
     let s = v.to_str().map_err(|_| bad())?;
     // The draft makes the value an sf-string; accept it quoted or bare.
     let s = s.trim().trim_matches('"');
-    if s.is_empty() || s.len() > idempotency::MAX_KEY_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+    if s.is_empty()
+        || s.len() > idempotency::MAX_KEY_LEN
+        || !s.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(bad());
     }
     Ok(Some(s.to_string()))
@@ -252,14 +265,21 @@ where
     match state.idempotency.begin(&scoped, &print).await {
         Begin::Replay(stored) => {
             let mut resp = to_http(&stored);
-            set_header(&mut resp, HeaderName::from_static(idempotency::REPLAYED_HEADER), "?1");
+            set_header(
+                &mut resp,
+                HeaderName::from_static(idempotency::REPLAYED_HEADER),
+                "?1",
+            );
             Ok(resp)
         }
         Begin::InFlight => Err(ApiError::IdempotencyInFlight),
         Begin::Mismatch => Err(ApiError::IdempotencyMismatch),
         Begin::Proceed => match work().await {
             Ok(stored) => {
-                state.idempotency.complete(&scoped, &print, stored.clone()).await;
+                state
+                    .idempotency
+                    .complete(&scoped, &print, stored.clone())
+                    .await;
                 Ok(to_http(&stored))
             }
             Err(e) => {
@@ -270,7 +290,11 @@ where
     }
 }
 
-fn stored<T: serde::Serialize>(status: StatusCode, location: String, value: &T) -> Result<StoredResponse, ApiError> {
+fn stored<T: serde::Serialize>(
+    status: StatusCode,
+    location: String,
+    value: &T,
+) -> Result<StoredResponse, ApiError> {
     Ok(StoredResponse {
         status: status.as_u16(),
         headers: vec![("location".into(), location)],
@@ -311,7 +335,11 @@ async fn create_audience(
     idempotent(&state, &auth, &req, "createAudience", &body.raw, || async {
         let dto = state.upstream.create_audience(&ctx.0, &new).await?;
         let audience = dto.to_audience();
-        stored(StatusCode::CREATED, format!("/v1/audiences/{}", audience.id), &audience)
+        stored(
+            StatusCode::CREATED,
+            format!("/v1/audiences/{}", audience.id),
+            &audience,
+        )
     })
     .await
 }
@@ -367,15 +395,26 @@ async fn update_audience(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     let patch = body.value.validated()?;
-    let current = current_if_needed(&state, &req, &ctx.0, id, patch.name.is_none()).await?;
-    let name = match (&patch.name, &current) {
-        (Some(n), _) => n.clone(),
-        (None, Some(c)) => serde_json::from_slice::<Audience>(&c.audience.body)
-            .map_err(|_| ApiError::Internal)?
-            .name,
-        (None, None) => return Err(ApiError::Internal),
+    // The vendor's update replaces both fields: fill what the caller left out from the
+    // current audience.
+    let partial = patch.name.is_none() || patch.description.is_none();
+    let current = current_if_needed(&state, &req, &ctx.0, id, partial).await?;
+    let patch = match &current {
+        Some(c) if partial => {
+            let now: Audience =
+                serde_json::from_slice(&c.audience.body).map_err(|_| ApiError::Internal)?;
+            AudiencePatch {
+                name: patch.name.or(Some(now.name)),
+                description: patch.description.or(now.description),
+            }
+        }
+        _ => patch,
     };
-    let updated = state.upstream.update_audience(&ctx.0, id, &name, &patch).await;
+    let name = patch.name.clone().ok_or(ApiError::Internal)?;
+    let updated = state
+        .upstream
+        .update_audience(&ctx.0, id, &name, &patch)
+        .await;
     state.evict(id).await;
     let updated = updated?;
     // Re-read so the body and ETag match what GET returns (and the cache is warm again).
@@ -472,27 +511,34 @@ async fn activate_audience(
     let mut decision = None;
     let slot = &mut decision;
     let state_ref = &state;
-    let result = idempotent(&state, &auth, &req, "activateAudience", &body.raw, || async move {
-        if state_ref.settings.rate_limit.enabled {
-            let d = state_ref.limiter.check(&principal).await;
-            let admitted = d.admitted;
-            let retry_after = d.retry_after;
-            *slot = Some(d);
-            if !admitted {
-                return Err(ApiError::RateLimited {
-                    retry_after: retry_after.unwrap_or_default(),
-                });
+    let result = idempotent(
+        &state,
+        &auth,
+        &req,
+        "activateAudience",
+        &body.raw,
+        || async move {
+            if state_ref.settings.rate_limit.enabled {
+                let d = state_ref.limiter.check(&principal).await;
+                let admitted = d.admitted;
+                let retry_after = d.retry_after;
+                *slot = Some(d);
+                if !admitted {
+                    return Err(ApiError::RateLimited {
+                        retry_after: retry_after.unwrap_or_default(),
+                    });
+                }
             }
-        }
-        let result = state_ref.upstream.activate(&ctx.0, id, &activation).await;
-        state_ref.evict(id).await;
-        let done: Activation = result?;
-        stored(
-            StatusCode::CREATED,
-            format!("/v1/audiences/{id}/activations/{}", done.flow_id),
-            &done,
-        )
-    })
+            let result = state_ref.upstream.activate(&ctx.0, id, &activation).await;
+            state_ref.evict(id).await;
+            let done: Activation = result?;
+            stored(
+                StatusCode::CREATED,
+                format!("/v1/audiences/{id}/activations/{}", done.flow_id),
+                &done,
+            )
+        },
+    )
     .await;
     let mut resp = match result {
         Ok(resp) => resp,

@@ -41,6 +41,10 @@ async fn create_campaign(
     let new = body.value.validated()?;
     let campaign = state.upstream.create_campaign(&ctx.0, &new.name).await?;
     let mut resp = json(StatusCode::CREATED, &campaign)?;
-    set_header(&mut resp, header::LOCATION, &format!("/v1/campaigns/{}", campaign.id));
+    set_header(
+        &mut resp,
+        header::LOCATION,
+        &format!("/v1/campaigns/{}", campaign.id),
+    );
     Ok(resp)
 }

@@ -436,7 +436,10 @@ impl AudienceDto {
                 .and_then(|h| h.total_events)
                 .unwrap_or(events.len() as u64),
             last_upload: events.first().map(|(d, _)| (*d).clone()),
-            identifiers: events.first().map(|(_, e)| identifiers(e)).unwrap_or_default(),
+            identifiers: events
+                .first()
+                .map(|(_, e)| identifiers(e))
+                .unwrap_or_default(),
         }
     }
 

@@ -156,7 +156,10 @@ impl UpstreamClient {
             budget,
             retries: s.retries,
             retry_base: ms(s.retry_base_ms),
-            breaker: CircuitBreaker::new(s.breaker_failures, Duration::from_secs(s.breaker_open_secs)),
+            breaker: CircuitBreaker::new(
+                s.breaker_failures,
+                Duration::from_secs(s.breaker_open_secs),
+            ),
             metrics,
         })
     }
@@ -172,20 +175,29 @@ impl UpstreamClient {
     }
 
     /// `GET` an audience with its CRM data.
-    pub async fn load_audience(&self, ctx: &CallContext, id: i64) -> Result<AudienceDto, UpstreamError> {
+    pub async fn load_audience(
+        &self,
+        ctx: &CallContext,
+        id: i64,
+    ) -> Result<AudienceDto, UpstreamError> {
         self.call(ctx, Operation::LoadAudience, Some(id), None::<&()>)
             .await
             .map_err(|e| not_found_as(e, format!("audience {id}")))
     }
 
     /// Creates a CRM audience.
-    pub async fn create_audience(&self, ctx: &CallContext, a: &NewAudience) -> Result<AudienceDto, UpstreamError> {
+    pub async fn create_audience(
+        &self,
+        ctx: &CallContext,
+        a: &NewAudience,
+    ) -> Result<AudienceDto, UpstreamError> {
         let body = api::CreateAudienceBody {
             name: &a.name,
             description: a.description.as_deref(),
             campaign_id: a.campaign_id,
         };
-        self.call(ctx, Operation::CreateAudience, None, Some(&body)).await
+        self.call(ctx, Operation::CreateAudience, None, Some(&body))
+            .await
     }
 
     /// Updates name and description; `name` must be the full new name.
@@ -210,7 +222,12 @@ impl UpstreamClient {
     /// Deletes an audience.
     pub async fn delete_audience(&self, ctx: &CallContext, id: i64) -> Result<(), UpstreamError> {
         let deleted: bool = self
-            .call(ctx, Operation::DeleteAudience, None, Some(&api::DeleteAudienceBody { id }))
+            .call(
+                ctx,
+                Operation::DeleteAudience,
+                None,
+                Some(&api::DeleteAudienceBody { id }),
+            )
             .await
             .map_err(|e| not_found_as(e, format!("audience {id}")))?;
         if deleted {
@@ -221,7 +238,12 @@ impl UpstreamClient {
     }
 
     /// Activates an audience on a platform account.
-    pub async fn activate(&self, ctx: &CallContext, id: i64, a: &NewActivation) -> Result<Activation, UpstreamError> {
+    pub async fn activate(
+        &self,
+        ctx: &CallContext,
+        id: i64,
+        a: &NewActivation,
+    ) -> Result<Activation, UpstreamError> {
         let body = api::ActivateBody {
             audience_id: id,
             account_id: a.account_id,
@@ -237,7 +259,11 @@ impl UpstreamClient {
     }
 
     /// Creates a campaign.
-    pub async fn create_campaign(&self, ctx: &CallContext, name: &str) -> Result<Campaign, UpstreamError> {
+    pub async fn create_campaign(
+        &self,
+        ctx: &CallContext,
+        name: &str,
+    ) -> Result<Campaign, UpstreamError> {
         self.call::<api::CampaignDto, _>(
             ctx,
             Operation::CreateCampaign,
@@ -249,10 +275,18 @@ impl UpstreamClient {
     }
 
     /// Lists platform accounts, without their access tokens.
-    pub async fn platform_accounts(&self, ctx: &CallContext) -> Result<Vec<PlatformAccount>, UpstreamError> {
-        self.call::<Vec<api::PlatformAccountDto>, _>(ctx, Operation::LoadPlatformAccounts, None, None::<&()>)
-            .await
-            .map(|v| v.into_iter().map(Into::into).collect())
+    pub async fn platform_accounts(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<Vec<PlatformAccount>, UpstreamError> {
+        self.call::<Vec<api::PlatformAccountDto>, _>(
+            ctx,
+            Operation::LoadPlatformAccounts,
+            None,
+            None::<&()>,
+        )
+        .await
+        .map(|v| v.into_iter().map(Into::into).collect())
     }
 
     /// One vendor call with deadline, breaker, concurrency bound, session renewal and retries.
@@ -269,19 +303,26 @@ impl UpstreamClient {
             Ok(b) => b,
             Err(e) => return Err(UpstreamError::Failure(format!("encode body: {e}"))),
         };
-        let result = match tokio::time::timeout(self.budget, self.guarded(ctx, op, id, body.as_deref())).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::Timeout),
-        };
+        let result =
+            match tokio::time::timeout(self.budget, self.guarded(ctx, op, id, body.as_deref()))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(UpstreamError::Timeout),
+            };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
-        self.metrics.upstream_call(op.name(), outcome, started.elapsed());
+        self.metrics
+            .upstream_call(op.name(), outcome, started.elapsed());
         let bytes = result?;
         match api::decode::<T>(&bytes) {
             Decoded::Ok(v) => Ok(v),
-            Decoded::Failed { status_code, message } => Err(classify_failure(status_code, message)),
+            Decoded::Failed {
+                status_code,
+                message,
+            } => Err(classify_failure(status_code, message)),
             Decoded::Malformed(why) => Err(UpstreamError::Failure(why)),
         }
     }
@@ -299,12 +340,19 @@ impl UpstreamClient {
             .map_err(|wait| UpstreamError::Unavailable("circuit open".into(), Some(wait)))?;
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.acquire())
             .await
-            .map_err(|_| UpstreamError::Unavailable("too many upstream calls in flight".into(), Some(Duration::from_secs(1))))?
+            .map_err(|_| {
+                UpstreamError::Unavailable(
+                    "too many upstream calls in flight".into(),
+                    Some(Duration::from_secs(1)),
+                )
+            })?
             .map_err(|_| UpstreamError::Unavailable("client closed".into(), None))?;
         let result = self.with_retries(ctx, op, id, body).await;
         drop(permit);
-        self.breaker
-            .record(result.as_ref().map_or_else(|e| !e.is_outage(), |_| true), probe);
+        self.breaker.record(
+            result.as_ref().map_or_else(|e| !e.is_outage(), |_| true),
+            probe,
+        );
         result
     }
 
@@ -318,7 +366,9 @@ impl UpstreamClient {
         let mut attempt = 0;
         loop {
             match self.with_session(ctx, op, id, body).await {
-                Err(Attempt::Failed(e, sent)) if attempt < self.retries && (op.is_safe() || !sent) && e.is_outage() => {
+                Err(Attempt::Failed(e, sent))
+                    if attempt < self.retries && (op.is_safe() || !sent) && e.is_outage() =>
+                {
                     attempt += 1;
                     let backoff = self.retry_base * 2u32.pow(attempt - 1);
                     let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64);
@@ -341,7 +391,10 @@ impl UpstreamClient {
     ) -> Result<bytes::Bytes, Attempt> {
         let mut cookie = match self.session.current().await {
             Some(c) => c,
-            None => self.renew(ctx, 0).await.map_err(|e| Attempt::Failed(e, false))?,
+            None => self
+                .renew(ctx, 0)
+                .await
+                .map_err(|e| Attempt::Failed(e, false))?,
         };
         for renewed in [false, true] {
             match self.send(ctx, op, id, body, Some(&cookie)).await? {
@@ -372,7 +425,8 @@ impl UpstreamClient {
         let (Some(user), Some(password)) = (&self.username, &self.password) else {
             self.metrics.login(false);
             return Err(UpstreamError::LoginFailed(
-                "the configured session cookie was rejected and no service account is configured".into(),
+                "the configured session cookie was rejected and no service account is configured"
+                    .into(),
             ));
         };
         let body = serde_json::to_vec(&api::LoginBody {
@@ -389,7 +443,8 @@ impl UpstreamClient {
             match self.try_login(ctx, &body).await {
                 Ok(cookie) => {
                     self.metrics.login(true);
-                    self.metrics.upstream_call(Operation::Login.name(), "ok", started.elapsed());
+                    self.metrics
+                        .upstream_call(Operation::Login.name(), "ok", started.elapsed());
                     return Ok(cookie);
                 }
                 Err(e) if e.is_outage() => last = e,
@@ -400,7 +455,8 @@ impl UpstreamClient {
             }
         }
         self.metrics.login(false);
-        self.metrics.upstream_call(Operation::Login.name(), last.outcome(), started.elapsed());
+        self.metrics
+            .upstream_call(Operation::Login.name(), last.outcome(), started.elapsed());
         tracing::warn!(error = %last, "upstream login failed");
         Err(match last {
             e @ (UpstreamError::Timeout | UpstreamError::Unavailable(..)) => e,
@@ -408,7 +464,11 @@ impl UpstreamClient {
         })
     }
 
-    async fn try_login(&self, ctx: &CallContext, body: &[u8]) -> Result<SecretString, UpstreamError> {
+    async fn try_login(
+        &self,
+        ctx: &CallContext,
+        body: &[u8],
+    ) -> Result<SecretString, UpstreamError> {
         let resp = self
             .request(ctx, Operation::Login, None, Some(body), None)
             .send()
@@ -424,7 +484,9 @@ impl UpstreamClient {
             Decoded::Ok(true) => cookie.ok_or_else(|| {
                 UpstreamError::LoginFailed("login succeeded without a session cookie".into())
             }),
-            Decoded::Ok(false) => Err(UpstreamError::LoginFailed("login answered data: false".into())),
+            Decoded::Ok(false) => Err(UpstreamError::LoginFailed(
+                "login answered data: false".into(),
+            )),
             Decoded::Failed { status_code, .. } => Err(UpstreamError::LoginFailed(format!(
                 "login refused (statusCode {status_code})"
             ))),
@@ -484,7 +546,9 @@ impl UpstreamClient {
         if status == 401 || status == 403 || status.is_redirection() {
             return Ok(Exchange::SessionExpired);
         }
-        let bytes = read_body(resp).await.map_err(|e| Attempt::Failed(e, true))?;
+        let bytes = read_body(resp)
+            .await
+            .map_err(|e| Attempt::Failed(e, true))?;
         if !status.is_success() && !(status == 404 && bytes.first() == Some(&b'{')) {
             return Err(Attempt::Failed(http_status_error(status), true));
         }
@@ -549,7 +613,10 @@ fn transport_error(e: &reqwest::Error) -> UpstreamError {
 }
 
 async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, UpstreamError> {
-    if resp.content_length().is_some_and(|l| l as usize > MAX_UPSTREAM_BODY) {
+    if resp
+        .content_length()
+        .is_some_and(|l| l as usize > MAX_UPSTREAM_BODY)
+    {
         return Err(UpstreamError::Failure("upstream body too large".into()));
     }
     let mut buf = bytes::BytesMut::new();

@@ -1,0 +1,199 @@
+//! Spawning the gateway for tests, and typed request helpers.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use audience_gateway::auth::mint::{mint_hs256, TokenSpec};
+use audience_gateway::auth::ALL_SCOPES;
+use audience_gateway::sandbox::{Simulator, SimulatorConfig, SimulatorHandle};
+use audience_gateway::settings::Settings;
+use audience_gateway::{AppState, Application};
+
+/// HS256 secret of the test gateways.
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+/// A running gateway.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub state: web::Data<AppState>,
+    pub handle: ServerHandle,
+    pub sim: Option<SimulatorHandle>,
+}
+
+/// Settings environment for a gateway in front of `upstream`, plus `overrides`.
+pub fn test_env(upstream: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = [
+        ("GATEWAY_SERVER__HOST", "127.0.0.1"),
+        ("GATEWAY_SERVER__PORT", "0"),
+        ("GATEWAY_SERVER__WORKERS", "1"),
+        ("GATEWAY_UPSTREAM__BASE_URL", upstream),
+        ("GATEWAY_UPSTREAM__USERNAME", "sandbox"),
+        ("GATEWAY_UPSTREAM__PASSWORD", "sandbox-password"),
+        ("GATEWAY_UPSTREAM__RETRY_BASE_MS", "5"),
+        ("GATEWAY_AUTH__HS256_SECRET", SECRET),
+        ("GATEWAY_LOG__LEVEL", "warn"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env
+}
+
+/// A gateway in front of `upstream` (e.g. a wiremock server's URI).
+pub async fn spawn_with_upstream(upstream: &str, overrides: &[(&str, &str)]) -> TestApp {
+    let settings = Settings::load_from(None, test_env(upstream, overrides)).expect("test settings");
+    spawn_settings(settings, None).await
+}
+
+/// A gateway in front of a fresh simulator.
+pub async fn spawn_with_sandbox(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_with_simulator(SimulatorConfig::default(), overrides).await
+}
+
+/// A gateway in front of a fresh simulator configured by `config`.
+pub async fn spawn_with_simulator(config: SimulatorConfig, overrides: &[(&str, &str)]) -> TestApp {
+    let mut env_overrides: Vec<(&str, &str)> = vec![
+        ("GATEWAY_UPSTREAM__USERNAME", config.username.as_str()),
+        ("GATEWAY_UPSTREAM__PASSWORD", config.password.as_str()),
+    ];
+    env_overrides.extend_from_slice(overrides);
+    let sim = Simulator::start(config.clone(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let settings = Settings::load_from(None, test_env(&sim.base_url(), &env_overrides))
+        .expect("test settings");
+    spawn_settings(settings, Some(sim)).await
+}
+
+/// A gateway from explicit settings.
+pub async fn spawn_settings(settings: Settings, sim: Option<SimulatorHandle>) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app = Application::build_with_listener(settings, listener).expect("app builds");
+    let port = app.port();
+    let state = app.state();
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped(false));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        state,
+        handle,
+        sim,
+    }
+}
+
+/// A token for [`SECRET`] with `scopes`, valid for an hour.
+pub fn token(sub: &str, scopes: &[&str]) -> String {
+    mint_hs256(
+        SECRET.as_bytes(),
+        &TokenSpec {
+            sub: sub.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ttl_secs: 3600,
+            client_id: None,
+            issuer: None,
+            audience: None,
+        },
+    )
+    .expect("mint")
+}
+
+/// A token with every scope.
+pub fn full_token() -> String {
+    token("tester", &ALL_SCOPES)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn sim(&self) -> &SimulatorHandle {
+        self.sim.as_ref().expect("this app runs on the simulator")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(full_token())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(full_token())
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.send_json(reqwest::Method::PATCH, path, body).await
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(full_token())
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// Reads a problem+json body, checking the media type and the request id.
+pub async fn problem(resp: reqwest::Response) -> serde_json::Value {
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(ct, "application/problem+json");
+    let rid = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.expect("problem body");
+    assert_eq!(body["requestId"], serde_json::json!(rid), "{body}");
+    body
+}
+
+/// A valid activation body.
+pub fn activation_body() -> serde_json::Value {
+    serde_json::json!({
+        "accountId": 501,
+        "name": "Newsletter - Meta",
+        "description": "Q1 push",
+        "startDate": "2026-01-01T00:00:00Z",
+        "endDate": "2026-03-31T23:59:59Z"
+    })
+}

@@ -1,0 +1,5 @@
+//! Black-box tests: the real server on 127.0.0.1:0 over HTTP, against the project's own
+//! simulator of the upstream or a wiremock server. One test binary keeps link time down.
+
+mod helpers;
+mod smoke;
