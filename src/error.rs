@@ -33,6 +33,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request headers exceed {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("{detail}")]
     Unauthorized { detail: String },
     #[error("this operation needs the scope {scope}")]
@@ -97,6 +99,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
+            ),
+            HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "Request header fields too large",
             ),
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "invalid_token", "Unauthorized"),
             Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient_scope", "Forbidden"),

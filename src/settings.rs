@@ -52,7 +52,12 @@ pub struct ServerSettings {
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     pub shutdown_grace_secs: u64,
+    /// Time between turning not-ready and closing the listener on SIGTERM, so load
+    /// balancers stop sending first (Kubernetes deployments use a preStop pause instead).
+    pub shutdown_drain_ms: u64,
     pub max_body_bytes: usize,
+    /// Largest accepted request head (all header names and values); larger gets 431.
+    pub max_header_bytes: usize,
     /// Time a client has to send its request head.
     pub client_request_timeout_ms: u64,
     /// Upper bound for one whole request through the gateway (the caller's budget).
@@ -67,7 +72,9 @@ impl Default for ServerSettings {
             port: 8080,
             workers: 0,
             shutdown_grace_secs: 25,
+            shutdown_drain_ms: 0,
             max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
             client_request_timeout_ms: 5_000,
             request_budget_ms: 15_000,
             cors_allowed_origins: Vec::new(),
@@ -375,6 +382,18 @@ impl Settings {
         }
         if self.auth.scope_claim.trim().is_empty() {
             return fail("auth.scope_claim", "a claim name");
+        }
+        if self.server.client_request_timeout_ms != 0
+            && self.server.client_request_timeout_ms < 1000
+        {
+            // actix-web measures it with a clock that ticks every 500 ms.
+            return fail(
+                "server.client_request_timeout_ms",
+                "0 (off) or at least 1000",
+            );
+        }
+        if self.server.max_header_bytes < 1024 {
+            return fail("server.max_header_bytes", "at least 1024");
         }
         if self.server.max_body_bytes == 0 {
             return fail("server.max_body_bytes", "a positive number of bytes");

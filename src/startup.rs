@@ -213,10 +213,12 @@ impl Application {
         if signals {
             let handle = self.server.handle();
             let state = self.state.clone();
+            let drain = ms(state.settings.server.shutdown_drain_ms);
             actix_rt::spawn(async move {
                 wait_for_signal().await;
-                tracing::info!("shutdown signal received; draining");
+                tracing::info!("shutdown signal received; not ready, draining");
                 state.begin_shutdown();
+                tokio::time::sleep(drain).await;
                 handle.stop(true).await;
             });
         }

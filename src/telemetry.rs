@@ -100,14 +100,26 @@ pub async fn request_context(
     });
     let method = req.method().clone();
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    let limit = state
+        .as_ref()
+        .map_or(16 * 1024, |s| s.settings.server.max_header_bytes);
+    let head_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     let span = tracing::info_span!("request", request_id = %request_id);
     // Handlers' errors arrive here as responses; only inner middleware can fail outright
     // (e.g. CORS refusing an origin), and actix renders those itself.
-    let res = next
-        .call(req)
-        .instrument(span.clone())
-        .await?
-        .map_into_boxed_body();
+    let res = if head_bytes > limit {
+        let resp = actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge { limit });
+        req.into_response(resp)
+    } else {
+        next.call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_boxed_body()
+    };
     let route = res
         .request()
         .match_pattern()

@@ -197,3 +197,93 @@ pub fn activation_body() -> serde_json::Value {
         "endDate": "2026-03-31T23:59:59Z"
     })
 }
+
+/// A token for [`SECRET`] with every scope whose principal is `client_id` (a service token).
+pub fn service_token(sub: &str, client_id: &str) -> String {
+    mint_hs256(
+        SECRET.as_bytes(),
+        &TokenSpec {
+            sub: sub.into(),
+            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+            ttl_secs: 3600,
+            client_id: Some(client_id.into()),
+            issuer: None,
+            audience: None,
+        },
+    )
+    .expect("mint")
+}
+
+/// A response header as text, or "" when absent.
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Vendor wire format, for wiremock upstreams.
+pub mod vendor {
+    use serde_json::{json, Value};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    /// A successful vendor envelope around `data`.
+    pub fn envelope(data: Value) -> Value {
+        json!({"data": data, "status": {"statusCode": 0, "message": null}, "success": true})
+    }
+
+    /// The vendor's "audience does not exist" answer (HTTP 200, `success: false`).
+    pub fn not_found(id: i64) -> Value {
+        json!({
+            "data": null,
+            "status": {"statusCode": 404, "message": format!("Audience {id} not found")},
+            "success": false
+        })
+    }
+
+    /// A vendor audience object.
+    pub fn audience(id: i64, name: &str) -> Value {
+        json!({
+            "id": id,
+            "name": name,
+            "description": null,
+            "userId": 4217,
+            "campaignId": 1,
+            "campaignName": "Sandbox campaign",
+            "activationStatus": "New",
+            "audienceState": "NODATA",
+            "type": "ONBOARDING",
+            "crmData": null,
+            "created": "2025-03-03T08:00:00Z",
+            "updated": "2025-03-03T08:00:00Z"
+        })
+    }
+
+    /// A 200 answer carrying `data` in an envelope.
+    pub fn ok(data: Value) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(envelope(data))
+    }
+
+    /// Mounts a login that always succeeds with a session cookie.
+    pub async fn mount_login(server: &MockServer) {
+        Mock::given(method("POST"))
+            .and(path("/account/login"))
+            .respond_with(
+                ok(json!(true)).insert_header("set-cookie", "digitalAudience=c0ffee; Path=/"),
+            )
+            .mount(server)
+            .await;
+    }
+
+    /// `GET /audience/loadAudienceById/{id}`.
+    pub fn load_path(id: i64) -> String {
+        format!("/audience/loadAudienceById/{id}")
+    }
+
+    /// A vendor activation result.
+    pub fn activation() -> Value {
+        json!({"flowId": "3f2b8c1e-6a4b-4f0e-9a55-2d1f7f0f9c1a", "segmentId": 7001})
+    }
+}

@@ -1,0 +1,142 @@
+//! Process lifecycle with the real binary: graceful shutdown on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::faults::{audience_json, envelope, mount_login};
+use crate::helpers::SECRET;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[actix_web::test]
+async fn sigterm_turns_not_ready_finishes_in_flight_requests_and_exits_0() {
+    let mock = MockServer::start().await;
+    mount_login(&mock).await;
+    Mock::given(method("GET"))
+        .and(path("/audience/loadAudienceById/1001"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(envelope(audience_json(1001, "slow")))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&mock)
+        .await;
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audience-gateway"))
+        .arg("serve")
+        .env("GATEWAY_SERVER__HOST", "127.0.0.1")
+        .env("GATEWAY_SERVER__PORT", port.to_string())
+        .env("GATEWAY_SERVER__WORKERS", "1")
+        .env("GATEWAY_SERVER__SHUTDOWN_DRAIN_MS", "600")
+        .env("GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", "10")
+        .env("GATEWAY_UPSTREAM__BASE_URL", mock.uri())
+        .env("GATEWAY_UPSTREAM__USERNAME", "svc")
+        .env("GATEWAY_UPSTREAM__PASSWORD", "pw")
+        .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gateway never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let in_flight = {
+        let client = client.clone();
+        let url = format!("{base}/v1/audiences/1001");
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(crate::helpers::full_token())
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready first");
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["shuttingDown"], true);
+
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["name"], "slow");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "listener closed"
+    );
+}
+
+#[test]
+fn a_malformed_setting_stops_start_up_naming_the_setting() {
+    let out = Command::new(env!("CARGO_BIN_EXE_audience-gateway"))
+        .arg("serve")
+        .env("GATEWAY_UPSTREAM__BASE_URL", "http://127.0.0.1:1")
+        .env("GATEWAY_UPSTREAM__USERNAME", "svc")
+        .env("GATEWAY_UPSTREAM__PASSWORD", "pw")
+        .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
+        .env("GATEWAY_SERVER__PORT", "not-a-port")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.port"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_audience-gateway"))
+        .arg("serve")
+        .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
+        .env_remove("GATEWAY_UPSTREAM__BASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upstream.base_url") && err.contains("GATEWAY_UPSTREAM__BASE_URL"),
+        "{err}"
+    );
+}
