@@ -6,6 +6,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod secrets;
 mod rate_limit;
 mod routes;
 mod smoke;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need (apt, pip, npm), then runs the
+# Rust tests (unit + black-box, with a real redis-server), the OpenAPI verification
+# (linters, Schemathesis, a headless-Chromium Swagger UI test) and the deployment checks
+# (hadolint, helm lint, kubernetes-validate, the Dockerfile's build commands outside Docker).
+# Nothing is skipped silently: a tool that cannot be installed fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} (apt)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+apt_install redis-server
+command -v redis-server >/dev/null || { echo "redis-server is required" >&2; exit 1; }
+
+log "cargo test (unit and black-box tests)"
+cargo test --locked --all-targets
+
+log "OpenAPI verification"
+scripts/verify-openapi.sh
+
+log "deployment checks"
+scripts/check-deploy.sh --chef
+
+log "all tests passed"
