@@ -310,21 +310,21 @@ impl UpstreamClient {
                 Ok(r) => r,
                 Err(_) => Err(UpstreamError::Timeout),
             };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        self.metrics
-            .upstream_call(op.name(), outcome, started.elapsed());
-        let bytes = result?;
-        match api::decode::<T>(&bytes) {
+        let result = result.and_then(|bytes| match api::decode::<T>(&bytes) {
             Decoded::Ok(v) => Ok(v),
             Decoded::Failed {
                 status_code,
                 message,
             } => Err(classify_failure(status_code, message)),
             Decoded::Malformed(why) => Err(UpstreamError::Failure(why)),
-        }
+        });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.metrics
+            .upstream_call(op.name(), outcome, started.elapsed());
+        result
     }
 
     async fn guarded(
