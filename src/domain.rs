@@ -2,7 +2,7 @@
 //! Request types validate themselves before anything reaches the upstream.
 
 use chrono::{DateTime, FixedOffset};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -181,6 +181,9 @@ pub struct PlatformAccount {
 /// The list of platform accounts.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"items": [{"id": 501, "name": "Acme Meta", "platformId": 1, "platformName": "meta", "platformDisplayName": "Meta",
+    "agencyId": 7, "agencyName": "Acme Agency", "accountTypeId": 1, "accountTypeName": "Advertiser", "advertiserId": "act_1234",
+    "clientId": "cl-501", "defaultSegmentPricingCategoryId": null, "created": "2025-01-02T10:00:00Z", "updated": "2025-06-01T10:00:00Z"}]}))]
 pub struct PlatformAccountList {
     /// The accounts.
     pub items: Vec<PlatformAccount>,
@@ -232,8 +235,11 @@ pub struct NewAudience {
     pub name: String,
     /// Optional description, up to 2000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// Campaign to create the audience in.
+    #[serde(deserialize_with = "integral")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub campaign_id: i64,
 }
 
@@ -242,11 +248,12 @@ pub struct NewAudience {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"description": "Refreshed weekly"}))]
 pub struct AudiencePatch {
-    /// New name; the current name is kept when absent.
+    /// New name, 1 to 200 characters; the current name is kept when absent or null.
     #[serde(default)]
     pub name: Option<String>,
-    /// New description.
+    /// New description, up to 2000 characters; the current one is kept when absent or null.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
 }
 
@@ -257,15 +264,36 @@ pub struct AudiencePatch {
     "startDate": "2026-01-01T00:00:00Z", "endDate": "2026-03-31T23:59:59Z"}))]
 pub struct NewActivation {
     /// Platform account to activate on (see `/v1/platform-accounts`).
+    #[serde(deserialize_with = "integral")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub account_id: i64,
     /// Segment name, 1 to 200 characters.
     pub name: String,
-    /// Segment description.
+    /// Segment description, up to 2000 characters.
+    #[schema(max_length = 2000)]
     pub description: String,
     /// Start of the activation, RFC 3339.
+    #[schema(format = DateTime)]
     pub start_date: String,
     /// End of the activation, RFC 3339, after `startDate`.
+    #[schema(format = DateTime)]
     pub end_date: String,
+}
+
+/// Reads an integer also when written with a zero fraction (`5.0`), as JSON Schema's
+/// `integer` (and so our OpenAPI document) admits it.
+fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(deserializer)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        // The bounds keep the cast exact; anything outside fails `check_id` anyway.
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid type: {n}, expected an integer"
+        ))),
+    }
 }
 
 /// Checks an id taken from a path or body.
@@ -410,6 +438,19 @@ mod tests {
         assert!(check_id("id", -5).is_err());
         assert!(check_id("id", MAX_ID + 1).is_err());
         assert_eq!(check_id("id", 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn ids_may_carry_a_zero_fraction() {
+        let body = |id: &str| format!(r#"{{"name": "n", "campaignId": {id}}}"#);
+        let parse =
+            |id: &str| serde_json::from_str::<NewAudience>(&body(id)).map(|a| a.campaign_id);
+        assert_eq!(parse("12").unwrap(), 12);
+        assert_eq!(parse("12.0").unwrap(), 12);
+        assert_eq!(parse("1e3").unwrap(), 1000);
+        assert!(parse("12.5").is_err());
+        assert!(parse("\"12\"").is_err());
+        assert!(parse("1e300").is_err());
     }
 
     #[test]

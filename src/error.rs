@@ -51,6 +51,8 @@ pub enum ApiError {
     PreconditionFailed,
     #[error("the activation rate limit is exhausted")]
     RateLimited { retry_after: Duration },
+    #[error("activation rate limits cannot be checked right now")]
+    RateLimitUnavailable { retry_after: Duration },
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyMismatch,
     #[error("a request with this Idempotency-Key is still being processed")]
@@ -128,6 +130,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "Too many requests",
+            ),
+            RateLimitUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_unavailable",
+                "Service unavailable",
             ),
             IdempotencyMismatch => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -268,7 +275,8 @@ impl ResponseError for ApiError {
                     ),
                 ));
             }
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after }
+            | ApiError::RateLimitUnavailable { retry_after } => {
                 resp.insert_header((header::RETRY_AFTER, ceil_secs(*retry_after).to_string()));
             }
             ApiError::UpstreamUnavailable {

@@ -100,6 +100,25 @@ enum Record {
     },
 }
 
+impl Record {
+    /// What a request with `fingerprint` finds here; `None` when it may take the key over.
+    fn found(&self, fingerprint: &str, in_flight_timeout: Duration) -> Option<Begin> {
+        match self {
+            Record::Done { fingerprint: f, .. } | Record::InFlight { fingerprint: f, .. }
+                if f != fingerprint =>
+            {
+                Some(Begin::Mismatch)
+            }
+            Record::Done { response, .. } => Some(Begin::Replay(response.clone())),
+            Record::InFlight { since, .. } if since.elapsed() < in_flight_timeout => {
+                Some(Begin::InFlight)
+            }
+            // An abandoned claim (the process handling it died or hung): take over.
+            Record::InFlight { .. } => None,
+        }
+    }
+}
+
 /// In-process records: bounded and expiring.
 pub struct LocalIdempotency {
     records: moka::future::Cache<String, Arc<Record>>,
@@ -110,12 +129,21 @@ impl LocalIdempotency {
     /// Store from settings.
     pub fn new(s: &IdempotencySettings) -> Self {
         Self {
+            // LRU, not moka's default TinyLFU: when full, TinyLFU may refuse the newest
+            // record in favour of older ones, and a retry of that request would run twice.
             records: moka::future::Cache::builder()
                 .max_capacity(s.max_records)
                 .time_to_live(Duration::from_secs(s.ttl_secs.max(1)))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
             in_flight_timeout: Duration::from_secs(s.in_flight_timeout_secs),
         }
+    }
+
+    /// What `begin` would find for `key`, without claiming it (`None`: no live record).
+    pub async fn peek(&self, key: &str, fingerprint: &str) -> Option<Begin> {
+        let record = self.records.get(key).await?;
+        record.found(fingerprint, self.in_flight_timeout)
     }
 }
 
@@ -132,27 +160,12 @@ impl IdempotencyStore for LocalIdempotency {
                     fingerprint: fingerprint.to_string(),
                     since: Instant::now(),
                 }));
-                let Some(entry) = current else {
-                    return claim;
-                };
-                match entry.value().as_ref() {
-                    Record::Done { fingerprint: f, .. }
-                    | Record::InFlight { fingerprint: f, .. }
-                        if f != fingerprint =>
-                    {
-                        *slot = Begin::Mismatch;
+                match current.and_then(|e| e.value().found(fingerprint, timeout)) {
+                    Some(found) => {
+                        *slot = found;
                         Op::Nop
                     }
-                    Record::Done { response, .. } => {
-                        *slot = Begin::Replay(response.clone());
-                        Op::Nop
-                    }
-                    Record::InFlight { since, .. } if since.elapsed() < timeout => {
-                        *slot = Begin::InFlight;
-                        Op::Nop
-                    }
-                    // An abandoned claim (the process handling it died or hung): take over.
-                    Record::InFlight { .. } => claim,
+                    None => claim,
                 }
             })
             .await;

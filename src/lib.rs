@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod routes;
 pub mod sandbox;
 pub mod settings;
+pub mod shared;
 pub mod startup;
 pub mod telemetry;
 pub mod upstream;

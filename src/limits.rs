@@ -53,6 +53,29 @@ pub struct PolicyState {
     pub reset_secs: u64,
 }
 
+impl PolicyState {
+    /// The state after an admission that left `remaining` requests of the burst.
+    pub fn admitted(policy: Policy, remaining: u32) -> Self {
+        let missing = policy.burst.saturating_sub(remaining);
+        let reset = policy.interval() * missing;
+        PolicyState {
+            policy,
+            remaining,
+            reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
+        }
+    }
+
+    /// The state after a refusal; a retry can succeed after `wait`.
+    pub fn refused(policy: Policy, wait: Duration) -> Self {
+        let full = policy.interval() * policy.burst.saturating_sub(1) + wait;
+        PolicyState {
+            policy,
+            remaining: 0,
+            reset_secs: full.as_secs() + u64::from(full.subsec_nanos() > 0),
+        }
+    }
+}
+
 /// The outcome of an activation attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -61,9 +84,22 @@ pub struct Decision {
     pub states: Vec<PolicyState>,
     /// When refused: time until a retry can succeed.
     pub retry_after: Option<Duration>,
+    /// The limiter could not decide (its shared store is down and the policy is to refuse):
+    /// the caller gets 503, not 429. `states` is empty then.
+    pub unavailable: bool,
 }
 
 impl Decision {
+    /// No decision could be made; a retry may succeed after `retry_after`.
+    pub fn unavailable(retry_after: Duration) -> Self {
+        Decision {
+            admitted: false,
+            states: Vec::new(),
+            retry_after: Some(retry_after),
+            unavailable: true,
+        }
+    }
+
     /// `RateLimit-Policy` header value.
     pub fn policy_header(policies: &[Policy]) -> String {
         policies
@@ -122,9 +158,13 @@ const EMPTY: u64 = u64::MAX;
 impl BoundedStore {
     fn new(capacity: u64, idle: Duration) -> Self {
         Self {
+            // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a new caller's
+            // cell when the store is full, and a caller without a cell gets a fresh burst on
+            // every request.
             cells: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_idle(idle)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
         }
     }
@@ -223,25 +263,6 @@ impl LocalLimiter {
     pub fn tracked_callers(&self) -> u64 {
         self.store.len()
     }
-
-    fn state(policy: Policy, remaining: u32) -> PolicyState {
-        let missing = policy.burst.saturating_sub(remaining);
-        let reset = policy.interval() * missing;
-        PolicyState {
-            policy,
-            remaining,
-            reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
-        }
-    }
-
-    fn refused(&self, policy: Policy, wait: Duration) -> PolicyState {
-        let full = policy.interval() * policy.burst.saturating_sub(1) + wait;
-        PolicyState {
-            policy,
-            remaining: 0,
-            reset_secs: full.as_secs() + u64::from(full.subsec_nanos() > 0),
-        }
-    }
 }
 
 #[async_trait]
@@ -254,14 +275,15 @@ impl ActivationLimiter for LocalLimiter {
         let key: Arc<str> = principal.into();
         let (cp, cl) = &self.per_caller;
         let caller_state = match cl.check_key(&key) {
-            Ok(snap) => Self::state(*cp, snap.remaining_burst_capacity()),
+            Ok(snap) => PolicyState::admitted(*cp, snap.remaining_burst_capacity()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 self.metrics.rate_limit(cp.name, false);
                 return Decision {
                     admitted: false,
-                    states: vec![self.refused(*cp, wait)],
+                    states: vec![PolicyState::refused(*cp, wait)],
                     retry_after: Some(wait),
+                    unavailable: false,
                 };
             }
         };
@@ -274,9 +296,10 @@ impl ActivationLimiter for LocalLimiter {
                     admitted: true,
                     states: vec![
                         caller_state,
-                        Self::state(*gp, snap.remaining_burst_capacity()),
+                        PolicyState::admitted(*gp, snap.remaining_burst_capacity()),
                     ],
                     retry_after: None,
+                    unavailable: false,
                 }
             }
             Err(not_until) => {
@@ -284,8 +307,9 @@ impl ActivationLimiter for LocalLimiter {
                 self.metrics.rate_limit(gp.name, false);
                 Decision {
                     admitted: false,
-                    states: vec![caller_state, self.refused(*gp, wait)],
+                    states: vec![caller_state, PolicyState::refused(*gp, wait)],
                     retry_after: Some(wait),
+                    unavailable: false,
                 }
             }
         }

@@ -50,6 +50,8 @@ pub struct Metrics {
     logins: Family<ResultLabels, Counter>,
     jwks_refreshes: Family<ResultLabels, Counter>,
     redis_up: Gauge<i64, AtomicI64>,
+    cache_entries: Gauge<i64, AtomicI64>,
+    cache_bytes: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,8 @@ impl Metrics {
         let logins = Family::default();
         let jwks_refreshes = Family::default();
         let redis_up = Gauge::<i64, AtomicI64>::default();
+        let cache_entries = Gauge::<i64, AtomicI64>::default();
+        let cache_bytes = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "http_request_duration_seconds",
             "HTTP requests by route template, method and status (count and latency)",
@@ -108,6 +112,16 @@ impl Metrics {
             "1 when the shared-state Redis is reachable, 0 when not, -1 when not configured",
             redis_up.clone(),
         );
+        registry.register(
+            "cache_entries",
+            "Audiences in the read cache (as of the last scrape)",
+            cache_entries.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Weighted size of the read cache in bytes: bodies, ETags and bookkeeping",
+            cache_bytes.clone(),
+        );
         redis_up.set(-1);
         Self {
             registry,
@@ -118,6 +132,8 @@ impl Metrics {
             logins,
             jwks_refreshes,
             redis_up,
+            cache_entries,
+            cache_bytes,
         }
     }
 
@@ -169,6 +185,14 @@ impl Metrics {
     /// Redis reachability.
     pub fn redis_up(&self, up: bool) {
         self.redis_up.set(i64::from(up));
+    }
+
+    /// Size of the audience cache.
+    pub fn cache_usage(&self, entries: u64, bytes: u64) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The text exposition.

@@ -1,27 +1,35 @@
 //! The OpenAPI 3.1 document: collected from the routes by utoipa-actix-web, completed here
-//! with info, the bearer security scheme, and the error responses every operation can give
-//! (defined once under `components/responses` and referenced).
+//! with info, the bearer security scheme, the error responses every operation can give
+//! (defined once under `components/responses` and referenced), the `X-Request-Id` header of
+//! every response, and an example on every body.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use actix_web::App;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr, Response};
-use utoipa::{Modify, OpenApi as _, PartialSchema, ToSchema};
+use utoipa::openapi::{Content, ContentBuilder, Header, HeaderBuilder, OpenApi, Ref, RefOr};
+use utoipa::openapi::{Response, Responses};
+use utoipa::{Modify, OpenApi as _, ToSchema};
 use utoipa_actix_web::AppExt;
 
-use crate::error::{Problem, PROBLEM_JSON};
+use crate::domain::MAX_NAME_LEN;
+use crate::error::{ApiError, Problem, PROBLEM_JSON};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "audience-gateway",
-        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`.",
+        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`; every response carries the request id in `X-Request-Id`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         contact(name = "Audience platform team", email = "audience-platform@example.com"),
     ),
+    // Relative, so the document names no host and "Try it out" calls the gateway serving it.
+    servers((url = "/", description = "The gateway serving this document")),
     tags(
         (name = "campaigns", description = "Campaigns that group audiences"),
         (name = "audiences", description = "CRM audiences: read (cached), write, delete, activate"),
@@ -29,7 +37,6 @@ use crate::error::{Problem, PROBLEM_JSON};
         (name = "operations", description = "Health, readiness and metrics (no token needed)"),
     ),
     components(schemas(Problem)),
-    modifiers(&Completion)
 )]
 struct ApiDoc;
 
@@ -53,93 +60,254 @@ pub fn spec_json() -> String {
     text
 }
 
+/// Each documented path with the methods it answers, in document order.
+pub fn methods_by_path(api: &OpenApi) -> Vec<(String, Vec<&'static str>)> {
+    api.paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = [
+                ("GET", &item.get),
+                ("PUT", &item.put),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("OPTIONS", &item.options),
+                ("HEAD", &item.head),
+                ("PATCH", &item.patch),
+                ("TRACE", &item.trace),
+            ];
+            let methods = methods
+                .into_iter()
+                .filter(|(_, op)| op.is_some())
+                .map(|(m, _)| m)
+                .collect();
+            (path.clone(), methods)
+        })
+        .collect()
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 struct Completion;
 
-/// Error responses shared by operations: (status, component name, description).
-const ERRORS: &[(u16, &str, &str)] = &[
-    (400, "BadRequest", "Malformed request: invalid JSON, path parameter or header"),
-    (401, "Unauthorized", "Missing or invalid bearer token (`WWW-Authenticate: Bearer error=\"invalid_token\"`)"),
-    (403, "Forbidden", "The token lacks the scope this operation needs (`error=\"insufficient_scope\"`)"),
-    (404, "NotFound", "The audience does not exist"),
-    (409, "Conflict", "A request with this Idempotency-Key is still in progress"),
-    (412, "PreconditionFailed", "The audience changed since the `If-Match` ETag was read"),
-    (413, "PayloadTooLarge", "The request body is too large"),
-    (415, "UnsupportedMediaType", "The request body must be `application/json`"),
-    (422, "UnprocessableEntity", "Validation failed (the `field` names the culprit), the upstream refused the request, or the Idempotency-Key was reused with another body"),
-    (429, "TooManyRequests", "Activation rate limit exhausted; see `Retry-After`"),
-    (500, "InternalError", "Unexpected gateway error"),
-    (502, "BadGateway", "The Digital Audience API failed or answered something unusable"),
-    (503, "ServiceUnavailable", "The Digital Audience API (or the JWKS endpoint) is unavailable; see `Retry-After` when present"),
-    (504, "GatewayTimeout", "The Digital Audience API did not answer in time"),
-];
+const REQUEST_ID_EXAMPLE: &str = "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a";
 
-fn error_response(description: &str, status: u16) -> Response {
-    let example = serde_json::json!({
-        "type": "urn:audience-gateway:problem:example",
-        "title": "Example",
-        "status": status,
-        "detail": description,
-        "code": "example",
-        "requestId": "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a"
+/// Error responses shared by operations: component name, description, and the errors behind
+/// it (all of one status), each shown as a named example.
+fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
+    vec![
+        (
+            "BadRequest",
+            "Malformed request: invalid JSON, path parameter or header",
+            vec![
+                ApiError::InvalidBody {
+                    detail: "the body is not valid JSON: expected value".into(),
+                    field: None,
+                },
+                ApiError::InvalidPath {
+                    field: "id".into(),
+                    detail: "id: must be an integer".into(),
+                },
+                ApiError::InvalidHeader {
+                    field: "Idempotency-Key".into(),
+                    detail: "must be 1 to 255 visible ASCII characters".into(),
+                },
+            ],
+        ),
+        (
+            "Unauthorized",
+            "Missing or invalid bearer token (`WWW-Authenticate: Bearer error=\"invalid_token\"`)",
+            vec![ApiError::Unauthorized {
+                detail: "a bearer token is required".into(),
+            }],
+        ),
+        (
+            "Forbidden",
+            "The token lacks the scope this operation needs (`error=\"insufficient_scope\"`)",
+            vec![ApiError::Forbidden {
+                scope: "audiences:write",
+            }],
+        ),
+        (
+            "NotFound",
+            "The audience does not exist",
+            vec![ApiError::NotFound {
+                what: "audience 1001".into(),
+            }],
+        ),
+        (
+            "Conflict",
+            "A request with this Idempotency-Key is still in progress",
+            vec![ApiError::IdempotencyInFlight],
+        ),
+        (
+            "PreconditionFailed",
+            "The audience changed since the `If-Match` ETag was read",
+            vec![ApiError::PreconditionFailed],
+        ),
+        (
+            "PayloadTooLarge",
+            "The request body is too large",
+            vec![ApiError::PayloadTooLarge { limit: 65_536 }],
+        ),
+        (
+            "UnsupportedMediaType",
+            "The request body must be `application/json`",
+            vec![ApiError::UnsupportedMediaType],
+        ),
+        (
+            "UnprocessableEntity",
+            "Validation failed (the `field` names the culprit), the upstream refused the request, or the Idempotency-Key was reused with another body",
+            vec![
+                ApiError::field("name", "must not be blank"),
+                ApiError::UpstreamRejected {
+                    message: "Campaign 99 not found".into(),
+                },
+                ApiError::IdempotencyMismatch,
+            ],
+        ),
+        (
+            "TooManyRequests",
+            "Activation rate limit exhausted; see `Retry-After`",
+            vec![ApiError::RateLimited {
+                retry_after: Duration::from_secs(12),
+            }],
+        ),
+        (
+            "InternalError",
+            "Unexpected gateway error",
+            vec![ApiError::Internal],
+        ),
+        (
+            "BadGateway",
+            "The Digital Audience API failed or answered something unusable",
+            vec![ApiError::UpstreamFailure],
+        ),
+        (
+            "ServiceUnavailable",
+            "The Digital Audience API, the JWKS endpoint or (for activations) the shared rate-limit store is unavailable; see `Retry-After` when present",
+            vec![
+                ApiError::UpstreamUnavailable {
+                    retry_after: Some(Duration::from_secs(30)),
+                },
+                ApiError::KeysUnavailable,
+                ApiError::RateLimitUnavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+            ],
+        ),
+        (
+            "GatewayTimeout",
+            "The Digital Audience API did not answer in time",
+            vec![ApiError::UpstreamTimeout],
+        ),
+    ]
+}
+
+fn string_header(description: &str, example: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples([serde_json::json!(example)]),
+        )
+        .description(Some(description))
+        .build()
+}
+
+fn request_id_header() -> Header {
+    string_header(
+        "Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID",
+        REQUEST_ID_EXAMPLE,
+    )
+}
+
+fn error_response(description: &str, errors: &[ApiError]) -> (u16, Response) {
+    let status = errors.first().map_or(500, |e| e.table().0.as_u16());
+    let examples = errors.iter().map(|e| {
+        let mut problem = e.problem();
+        problem.request_id = Some(REQUEST_ID_EXAMPLE.into());
+        let example = ExampleBuilder::new()
+            .summary(problem.detail.clone())
+            .value(serde_json::to_value(&problem).ok())
+            .build();
+        (problem.code, example)
     });
-    let mut b = ResponseBuilder::new().description(description).content(
-        PROBLEM_JSON,
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name(Problem::name())))
-            .example(Some(example))
-            .build(),
-    );
-    b = b.header(
-        "X-Request-Id",
-        HeaderBuilder::new()
-            .schema(String::schema())
-            .description(Some("Request id"))
-            .build(),
-    );
-    if status == 401 || status == 403 {
+    let mut b = ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(Problem::name())))
+                .examples_from_iter(examples)
+                .build(),
+        )
+        .header("X-Request-Id", request_id_header());
+    let challenge = match status {
+        401 => Some("Bearer realm=\"audience-gateway\", error=\"invalid_token\", error_description=\"a bearer token is required\""),
+        403 => Some("Bearer realm=\"audience-gateway\", error=\"insufficient_scope\", scope=\"audiences:write\""),
+        _ => None,
+    };
+    if let Some(challenge) = challenge {
         b = b.header(
             "WWW-Authenticate",
-            HeaderBuilder::new()
-                .schema(String::schema())
-                .description(Some("Bearer challenge with the error code"))
-                .build(),
+            string_header("Bearer challenge with the error code", challenge),
         );
     }
     if status == 429 || status == 503 {
         b = b.header(
             "Retry-After",
-            HeaderBuilder::new()
-                .schema(String::schema())
-                .description(Some("Seconds to wait before retrying"))
-                .build(),
+            string_header("Seconds to wait before retrying", "12"),
         );
     }
     if status == 429 {
-        for (name, text) in [
-            ("RateLimit-Policy", "Quota policies"),
-            ("RateLimit", "Remaining quota and seconds to reset"),
-        ] {
-            b = b.header(
-                name,
-                HeaderBuilder::new()
-                    .schema(String::schema())
-                    .description(Some(text))
-                    .build(),
+        b = b
+            .header(
+                "RateLimit-Policy",
+                string_header("Quota policies", "\"per-caller\";q=10;w=60"),
+            )
+            .header(
+                "RateLimit",
+                string_header(
+                    "Remaining quota and seconds to reset",
+                    "\"per-caller\";r=0;t=12",
+                ),
             );
-        }
     }
-    b.build()
+    (status, b.build())
 }
 
 /// Which shared errors an operation can give.
-fn errors_for(op_id: &str, has_body: bool, has_id: bool) -> Vec<u16> {
-    let mut codes = vec![400, 401, 403, 500, 502, 503, 504];
+fn errors_for(op: &Operation, has_id: bool) -> Vec<u16> {
+    let op_id = op.operation_id.as_deref().unwrap_or_default();
+    let has_body = op.request_body.is_some();
+    let has_idempotency_key = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.name == "Idempotency-Key");
+    let mut codes = vec![401, 403, 500, 502, 503, 504];
+    if has_body || has_id || has_idempotency_key {
+        codes.push(400);
+    }
     if has_body {
         codes.extend([413, 415, 422]);
     }
     if has_id {
-        codes.push(404);
-        codes.push(422);
+        codes.extend([404, 422]);
     }
     match op_id {
         "updateAudience" | "deleteAudience" => codes.push(412),
@@ -152,6 +320,125 @@ fn errors_for(op_id: &str, has_body: bool, has_id: bool) -> Vec<u16> {
     codes.sort_unstable();
     codes.dedup();
     codes
+}
+
+/// The example of the component schema `schema` refers to, if any.
+fn component_example(
+    schemas: &BTreeMap<String, RefOr<Schema>>,
+    schema: Option<&RefOr<Schema>>,
+) -> Option<serde_json::Value> {
+    let Some(RefOr::Ref(r)) = schema else {
+        return None;
+    };
+    let name = r.ref_location.rsplit('/').next()?;
+    match schemas.get(name)? {
+        RefOr::T(Schema::Object(o)) => o.example.clone(),
+        _ => None,
+    }
+}
+
+/// Shows the schema's example on a body that has none of its own (Swagger UI pre-fills
+/// "Try it out" from it; Schemathesis sends it first).
+fn fill_example(schemas: &BTreeMap<String, RefOr<Schema>>, content: &mut Content) {
+    if content.example.is_none() && content.examples.is_empty() {
+        content.example = component_example(schemas, content.schema.as_ref());
+    }
+}
+
+/// Unicode `White_Space`, which Rust's `str::trim` removes, as a regex class body.
+const WHITE_SPACE: &str =
+    r"\t\n\u000b\u000c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+/// Control characters (`char::is_control`), as a regex class body.
+const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+
+/// The request fields `domain::check_name` validates.
+const NAME_FIELDS: &[(&str, &str)] = &[
+    ("NewCampaign", "name"),
+    ("NewAudience", "name"),
+    ("AudiencePatch", "name"),
+    ("NewActivation", "name"),
+];
+
+/// What `domain::check_name` accepts: after trimming surrounding whitespace, 1 to
+/// `MAX_NAME_LEN` characters without control characters. A pattern rather than `maxLength`,
+/// because the limit applies after trimming (both count code points).
+fn name_pattern() -> String {
+    let (ws, cc) = (WHITE_SPACE, CONTROL);
+    let inner = MAX_NAME_LEN - 2;
+    format!("^[{ws}]*[^{ws}{cc}](?:[^{cc}]{{0,{inner}}}[^{ws}{cc}])?[{ws}]*$")
+}
+
+fn constrain_names(schemas: &mut BTreeMap<String, RefOr<Schema>>) {
+    for (schema, field) in NAME_FIELDS {
+        let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(*schema) else {
+            continue;
+        };
+        if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*field) {
+            property.pattern = Some(name_pattern());
+            let said = property.description.get_or_insert_with(String::new);
+            said.push_str(" Surrounding whitespace is trimmed; control characters are refused.");
+        }
+    }
+}
+
+/// `AudiencePatch` fields are nullable (null keeps the current value) but a patch must change
+/// something: at least one of them must be a string.
+fn require_a_change(schemas: &mut BTreeMap<String, RefOr<Schema>>) {
+    let Some(RefOr::T(patch)) = schemas.remove("AudiencePatch") else {
+        return;
+    };
+    let given = |field: &str| {
+        ObjectBuilder::new()
+            .property(field, ObjectBuilder::new().schema_type(Type::String))
+            .required(field)
+    };
+    let schema = AllOfBuilder::new()
+        .item(patch)
+        .item(
+            AnyOfBuilder::new()
+                .description(Some("Give `name` or `description` (or both) as a string"))
+                .item(given("name"))
+                .item(given("description")),
+        )
+        .build();
+    schemas.insert("AudiencePatch".into(), RefOr::T(Schema::AllOf(schema)));
+}
+
+fn complete_responses(
+    schemas: &BTreeMap<String, RefOr<Schema>>,
+    op: &mut Operation,
+    shared: &BTreeMap<u16, &str>,
+    v1: bool,
+    has_id: bool,
+) {
+    if v1 {
+        for code in errors_for(op, has_id) {
+            if let Some(name) = shared.get(&code) {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+            }
+        }
+    }
+    if let Some(body) = op.request_body.as_mut() {
+        body.content
+            .values_mut()
+            .for_each(|c| fill_example(schemas, c));
+    }
+    let Responses { responses, .. } = &mut op.responses;
+    for response in responses.values_mut() {
+        if let RefOr::T(response) = response {
+            response
+                .headers
+                .entry("X-Request-Id".into())
+                .or_insert_with(request_id_header);
+            response
+                .content
+                .values_mut()
+                .for_each(|c| fill_example(schemas, c));
+        }
+    }
 }
 
 impl Modify for Completion {
@@ -167,37 +454,23 @@ impl Modify for Completion {
                     .build(),
             ),
         );
-        for (status, name, description) in ERRORS {
-            components.responses.insert(
-                (*name).to_string(),
-                RefOr::T(error_response(description, *status)),
-            );
+        let mut shared = BTreeMap::new();
+        for (name, description, errors) in shared_errors() {
+            let (status, response) = error_response(description, &errors);
+            components
+                .responses
+                .insert(name.to_string(), RefOr::T(response));
+            shared.insert(status, name);
         }
-        let names: BTreeMap<u16, &str> = ERRORS.iter().map(|(s, n, _)| (*s, *n)).collect();
         for (path, item) in api.paths.paths.iter_mut() {
-            if !path.starts_with("/v1") {
-                continue;
-            }
+            let v1 = path.starts_with("/v1");
             let has_id = path.contains("{id}");
-            let ops: [&mut Option<Operation>; 4] = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.delete,
-            ];
-            for op in ops.into_iter().flatten() {
-                let op_id = op.operation_id.clone().unwrap_or_default();
-                for code in errors_for(&op_id, op.request_body.is_some(), has_id) {
-                    let Some(name) = names.get(&code) else {
-                        continue;
-                    };
-                    op.responses
-                        .responses
-                        .entry(code.to_string())
-                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
-                }
+            for op in operations_mut(item) {
+                complete_responses(&components.schemas, op, &shared, v1, has_id);
             }
         }
+        constrain_names(&mut components.schemas);
+        require_a_change(&mut components.schemas);
     }
 }
 
@@ -227,5 +500,59 @@ mod tests {
             }
         }
         assert_eq!(seen, 9);
+    }
+
+    #[test]
+    fn every_response_has_a_request_id_and_every_body_an_example() {
+        let api = serde_json::to_value(spec()).unwrap();
+        let shared = &api["components"]["responses"];
+        for (path, item) in api["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let bodies = op["requestBody"]["content"].as_object().into_iter();
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    let response = match response["$ref"].as_str() {
+                        Some(r) => &shared[r.rsplit('/').next().unwrap()],
+                        None => response,
+                    };
+                    let at = format!("{method} {path} {status}");
+                    assert!(response["description"].is_string(), "{at}");
+                    assert!(response["headers"]["X-Request-Id"].is_object(), "{at}");
+                    for (media, content) in response["content"].as_object().into_iter().flatten() {
+                        let has = content["example"].is_string()
+                            || content["example"].is_object()
+                            || content["examples"].is_object();
+                        assert!(has, "{at} {media} has no example");
+                    }
+                }
+                for (media, content) in bodies.flatten() {
+                    assert!(content["example"].is_object(), "{method} {path} {media}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_checked_name_carries_the_pattern() {
+        let api = serde_json::to_value(spec()).unwrap();
+        let schemas = &api["components"]["schemas"];
+        for (schema, field) in NAME_FIELDS {
+            let object = match schemas[schema].get("allOf") {
+                Some(all) => &all[0],
+                None => &schemas[schema],
+            };
+            let pattern = &object["properties"][field]["pattern"];
+            assert_eq!(
+                pattern.as_str(),
+                Some(name_pattern().as_str()),
+                "{schema}.{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn methods_by_path_lists_each_documented_method() {
+        let methods: BTreeMap<_, _> = methods_by_path(&spec()).into_iter().collect();
+        assert_eq!(methods["/v1/audiences/{id}"], ["GET", "DELETE", "PATCH"]);
+        assert_eq!(methods["/healthz"], ["GET"]);
     }
 }

@@ -265,11 +265,50 @@ impl Default for IdempotencySettings {
     }
 }
 
-/// Shared state across replicas.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Shared state across replicas (activation limits, idempotency records, cache evictions).
+/// Without `url` every replica keeps its own state in process.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` (or `unix://`); a secret, as it may hold a
+    /// password. TLS (`rediss://`) is not built in.
     pub url: Option<SecretString>,
+    /// Upper bound for every Redis call and connection attempt; past it the call counts as
+    /// failed, Redis is marked down and the fallback answers.
+    pub timeout_ms: u64,
+    /// How often the connection is checked while up, and retried while down.
+    pub health_interval_ms: u64,
+    /// What activations do while Redis is down: `local` limits with a share of the quota
+    /// on each replica, or `refuse` with 503.
+    pub limiter_fallback: LimiterFallback,
+    /// Share of every quota and burst a replica enforces alone while Redis is down (e.g.
+    /// 1 / replicas); at least 1 request each.
+    pub fallback_quota_share: f64,
+    /// Prefix of every key and of the eviction channel, so deployments can share a Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_ms: 200,
+            health_interval_ms: 1_000,
+            limiter_fallback: LimiterFallback::Local,
+            fallback_quota_share: 0.5,
+            key_prefix: "audience-gateway".into(),
+        }
+    }
+}
+
+/// Activation limiting while the shared store is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimiterFallback {
+    /// In-process limits with `redis.fallback_quota_share` of the quota.
+    Local,
+    /// No activations (503) until Redis is back.
+    Refuse,
 }
 
 impl Settings {
@@ -413,6 +452,39 @@ impl Settings {
         if self.cache.max_bytes == 0 {
             return fail("cache.max_bytes", "a positive number of bytes");
         }
+        let r = &self.redis;
+        if let Some(url) = &r.url {
+            // Never echo the URL: it may carry a password.
+            let url = url.expose_secret();
+            if url.trim_start().starts_with("rediss:") {
+                return fail(
+                    "redis.url",
+                    "a redis:// or unix:// URL (TLS is not built in)",
+                );
+            }
+            if redis::Client::open(url).is_err() {
+                return fail("redis.url", "a redis:// or unix:// URL");
+            }
+        }
+        if r.timeout_ms == 0 || r.timeout_ms > 10_000 {
+            return fail("redis.timeout_ms", "1 to 10000 milliseconds");
+        }
+        if r.health_interval_ms < 10 {
+            return fail("redis.health_interval_ms", "at least 10 milliseconds");
+        }
+        if !(r.fallback_quota_share > 0.0 && r.fallback_quota_share <= 1.0) {
+            return fail(
+                "redis.fallback_quota_share",
+                "a share above 0 and at most 1",
+            );
+        }
+        let prefix = r.key_prefix.trim();
+        if prefix.is_empty() || prefix.len() != r.key_prefix.len() {
+            return fail(
+                "redis.key_prefix",
+                "a non-empty prefix without surrounding blanks",
+            );
+        }
         Ok(())
     }
 }
@@ -495,6 +567,63 @@ mod tests {
         e.insert("GATEWAY_SERVER__PORT".into(), "7001".into());
         let s = Settings::load_from(Some(&path), e).unwrap();
         assert_eq!((s.server.port, s.server.workers), (7001, 3));
+    }
+
+    #[test]
+    fn redis_settings_have_defaults_and_are_validated() {
+        let s = Settings::load_from(None, env(BASE)).unwrap();
+        assert!(s.redis.url.is_none());
+        assert_eq!(s.redis.timeout_ms, 200);
+        assert_eq!(s.redis.limiter_fallback, LimiterFallback::Local);
+        assert_eq!(s.redis.fallback_quota_share, 0.5);
+
+        let mut e = env(BASE);
+        e.insert(
+            "GATEWAY_REDIS__URL".into(),
+            "redis://:hunter2@127.0.0.1:6379/0".into(),
+        );
+        e.insert("GATEWAY_REDIS__LIMITER_FALLBACK".into(), "refuse".into());
+        e.insert("GATEWAY_REDIS__FALLBACK_QUOTA_SHARE".into(), "0.25".into());
+        let s = Settings::load_from(None, e.clone()).unwrap();
+        assert_eq!(s.redis.limiter_fallback, LimiterFallback::Refuse);
+        assert_eq!(s.redis.fallback_quota_share, 0.25);
+        assert!(!format!("{s:?}").contains("hunter2"));
+
+        for (key, value, named) in [
+            (
+                "GATEWAY_REDIS__URL",
+                "rediss://:hunter2@cache:6380",
+                "GATEWAY_REDIS__URL",
+            ),
+            (
+                "GATEWAY_REDIS__URL",
+                "http://:hunter2@cache",
+                "GATEWAY_REDIS__URL",
+            ),
+            (
+                "GATEWAY_REDIS__FALLBACK_QUOTA_SHARE",
+                "0",
+                "redis.fallback_quota_share",
+            ),
+            (
+                "GATEWAY_REDIS__FALLBACK_QUOTA_SHARE",
+                "1.5",
+                "redis.fallback_quota_share",
+            ),
+            ("GATEWAY_REDIS__TIMEOUT_MS", "0", "redis.timeout_ms"),
+            ("GATEWAY_REDIS__KEY_PREFIX", " ", "redis.key_prefix"),
+            (
+                "GATEWAY_REDIS__LIMITER_FALLBACK",
+                "maybe",
+                "limiter_fallback",
+            ),
+        ] {
+            let mut bad = e.clone();
+            bad.insert(key.into(), value.into());
+            let err = Settings::load_from(None, bad).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
 use actix_web::middleware::{from_fn, Condition};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -22,6 +22,7 @@ use crate::idempotency::{IdempotencyStore, LocalIdempotency};
 use crate::limits::{ActivationLimiter, LocalLimiter};
 use crate::metrics::Metrics;
 use crate::settings::{ms, Settings};
+use crate::shared::{Event, SharedState};
 use crate::upstream::UpstreamClient;
 use crate::{routes, telemetry};
 
@@ -35,22 +36,39 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub invalidation: Arc<dyn Invalidation>,
     pub metrics: Arc<Metrics>,
+    /// The Redis-backed shared state, when `redis.url` is set.
+    pub redis: Option<SharedState>,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
-    /// Builds the state with in-process shared-state implementations.
+    /// Builds the state: Redis-backed shared state when `redis.url` is set, in-process
+    /// implementations otherwise. Redis is connected by the tasks `run_until_stopped` starts.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let budget = ms(settings.server.request_budget_ms);
+        let redis = SharedState::new(&settings, metrics.clone())?;
+        let (limiter, idempotency, invalidation): (
+            Arc<dyn ActivationLimiter>,
+            Arc<dyn IdempotencyStore>,
+            Arc<dyn Invalidation>,
+        ) = match &redis {
+            Some(r) => (r.limiter(), r.idempotency(), r.invalidation()),
+            None => (
+                Arc::new(LocalLimiter::new(&settings.rate_limit, metrics.clone())),
+                Arc::new(LocalIdempotency::new(&settings.idempotency)),
+                Arc::new(LocalInvalidation),
+            ),
+        };
         Ok(Self {
             auth: Authenticator::new(&settings.auth, metrics.clone())?,
             upstream: UpstreamClient::new(&settings.upstream, budget, metrics.clone())?,
             cache: AudienceCache::new(&settings.cache, metrics.clone()),
-            limiter: Arc::new(LocalLimiter::new(&settings.rate_limit, metrics.clone())),
-            idempotency: Arc::new(LocalIdempotency::new(&settings.idempotency)),
-            invalidation: Arc::new(LocalInvalidation),
+            limiter,
+            idempotency,
+            invalidation,
             metrics,
+            redis,
             settings: Arc::new(settings),
             shutting_down: AtomicBool::new(false),
         })
@@ -68,7 +86,7 @@ impl AppState {
 
     /// `disabled`, `up` or `down`.
     pub fn redis_state(&self) -> &'static str {
-        "disabled"
+        self.redis.as_ref().map_or("disabled", SharedState::state)
     }
 
     /// Drops an audience from this replica's cache and tells the others.
@@ -86,8 +104,47 @@ pub struct Application {
     state: web::Data<AppState>,
 }
 
-async fn route_not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound)
+/// The documented paths (as segments) with the `Allow` value of each, so that a request no
+/// route took gets `405` on a known path and `404` elsewhere.
+struct KnownPaths(Vec<(Vec<String>, String)>);
+
+impl KnownPaths {
+    fn new(spec: &utoipa::openapi::OpenApi) -> Self {
+        let paths = crate::openapi::methods_by_path(spec)
+            .into_iter()
+            .map(|(path, methods)| {
+                let segments = path.split('/').map(str::to_string).collect();
+                (segments, methods.join(", "))
+            })
+            .collect();
+        Self(paths)
+    }
+
+    fn allow(&self, path: &str) -> Option<&str> {
+        let given: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == given.len()
+                    && template.iter().zip(&given).all(|(t, g)| {
+                        t == g || (t.starts_with('{') && t.ends_with('}') && !g.is_empty())
+                    })
+            })
+            .map(|(_, allow)| allow.as_str())
+    }
+}
+
+async fn unmatched(req: HttpRequest, known: web::Data<KnownPaths>) -> HttpResponse {
+    match known.allow(req.path()) {
+        Some(allow) => {
+            let mut resp = ApiError::MethodNotAllowed.error_response();
+            if let Ok(v) = header::HeaderValue::from_str(allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            resp
+        }
+        None => ApiError::RouteNotFound.error_response(),
+    }
 }
 
 async fn docs_redirect() -> HttpResponse {
@@ -156,6 +213,7 @@ impl Application {
     fn server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<Server> {
         let s = state.settings.clone();
         let spec = crate::openapi::spec();
+        let known = web::Data::new(KnownPaths::new(&spec));
         let origins = s.server.cors_allowed_origins.clone();
         let factory_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -176,7 +234,8 @@ impl Application {
                         ),
                 )
                 .route("/docs", web::get().to(docs_redirect))
-                .default_service(web::to(route_not_found))
+                .app_data(known.clone())
+                .default_service(web::to(unmatched))
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))
         })
@@ -210,6 +269,7 @@ impl Application {
     /// finish in-flight requests within `server.shutdown_grace_secs`.
     pub async fn run_until_stopped(self, signals: bool) -> std::io::Result<()> {
         spawn_jwks_refresh(&self.state);
+        spawn_shared_state(&self.state);
         if signals {
             let handle = self.server.handle();
             let state = self.state.clone();
@@ -249,6 +309,24 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Connects Redis and applies other replicas' evictions to this replica's cache. Holds only
+/// a weak reference, so it ends with the state.
+fn spawn_shared_state(state: &web::Data<AppState>) {
+    let Some(redis) = &state.redis else { return };
+    let weak: Weak<AppState> = Arc::downgrade(&state.clone().into_inner());
+    redis.spawn(move |event| {
+        let state = weak.upgrade();
+        async move {
+            let Some(state) = state else { return false };
+            match event {
+                Event::Evict { identity, id } => state.cache.evict(&identity.into(), id).await,
+                Event::Clear => state.cache.clear(),
+            }
+            true
+        }
+    });
 }
 
 /// Fetches the JWKS now and then every `auth.jwks_refresh_secs`; a removed key empties the

@@ -144,9 +144,10 @@ impl Jwks {
         }
     }
 
-    /// Fetches the set now; returns whether any previously known key disappeared.
+    /// Fetches the set now; returns whether any previously known key disappeared. The
+    /// periodic refresh does not start the unknown-`kid` cool-down, so a key rotated in
+    /// just after it is still fetched on first use.
     pub async fn refresh(&self) -> anyhow::Result<bool> {
-        *self.last_fetch.lock().await = Some(Instant::now());
         self.fetch().await
     }
 

@@ -25,7 +25,6 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     responses(
         (status = 200, description = "The platform accounts", body = PlatformAccountList, headers(
             ("Cache-Status" = String, description = "RFC 9211 cache status: hit or miss"),
-            ("X-Request-Id" = String, description = "Request id"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))

@@ -48,8 +48,11 @@ fn wants_refresh(req: &HttpRequest) -> bool {
         })
 }
 
-/// Whether an `If-None-Match` / `If-Match` list matches `etag` (strong comparison).
+/// Whether an `If-None-Match` / `If-Match` list matches `etag`: RFC 9110 uses the weak
+/// comparison for `If-None-Match` (a `W/` prefix is ignored) and the strong one for
+/// `If-Match`.
 fn etag_matches(req: &HttpRequest, name: header::HeaderName, etag: &str) -> Option<bool> {
+    let weak = name == header::IF_NONE_MATCH;
     let values: Vec<&str> = req
         .headers()
         .get_all(name)
@@ -63,6 +66,7 @@ fn etag_matches(req: &HttpRequest, name: header::HeaderName, etag: &str) -> Opti
             .iter()
             .flat_map(|v| v.split(','))
             .map(str::trim)
+            .map(|t| if weak { t.trim_start_matches("W/") } else { t })
             .any(|t| t == "*" || t == etag),
     )
 }
@@ -112,19 +116,19 @@ fn render_view(
     tag = "audiences",
     params(
         ("id" = i64, Path, description = "Audience id", minimum = 1, maximum = 2147483647, example = 1001),
-        ("If-None-Match" = Option<String>, Header, description = "ETag from a previous response"),
-        ("Cache-Control" = Option<String>, Header, description = "`no-cache` bypasses the gateway cache"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETag from a previous response", example = "\"9f86d081884c7d659a2feaa0c55ad015\""),
+        ("Cache-Control" = Option<String>, Header, nullable = false, description = "`no-cache` (or `max-age=0`) bypasses the gateway cache", example = "no-cache"),
     ),
     responses(
         (status = 200, description = "The audience", body = Audience, headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
-            ("X-Request-Id" = String, description = "Request id"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
         )),
         (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
-            ("ETag" = String, description = "Strong entity tag"),
-            ("X-Request-Id" = String, description = "Request id"),
+            ("ETag" = String, description = "Strong entity tag of this representation"),
+            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
@@ -149,17 +153,20 @@ async fn get_audience(
     tag = "audiences",
     params(
         ("id" = i64, Path, description = "Audience id", minimum = 1, maximum = 2147483647, example = 1001),
-        ("If-None-Match" = Option<String>, Header, description = "ETag from a previous response"),
-        ("Cache-Control" = Option<String>, Header, description = "`no-cache` bypasses the gateway cache"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETag from a previous response", example = "\"9f86d081884c7d659a2feaa0c55ad015\""),
+        ("Cache-Control" = Option<String>, Header, nullable = false, description = "`no-cache` (or `max-age=0`) bypasses the gateway cache", example = "no-cache"),
     ),
     responses(
         (status = 200, description = "Insights of the audience", body = Insights, headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status"),
-            ("X-Request-Id" = String, description = "Request id"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
         )),
-        (status = 304, description = "Not modified", headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
+            ("ETag" = String, description = "Strong entity tag of this representation"),
+            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+        )),
     ),
     security(("bearer" = ["audiences:read"]))
 )]
@@ -183,17 +190,20 @@ async fn get_insights(
     tag = "audiences",
     params(
         ("id" = i64, Path, description = "Audience id", minimum = 1, maximum = 2147483647, example = 1001),
-        ("If-None-Match" = Option<String>, Header, description = "ETag from a previous response"),
-        ("Cache-Control" = Option<String>, Header, description = "`no-cache` bypasses the gateway cache"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETag from a previous response", example = "\"9f86d081884c7d659a2feaa0c55ad015\""),
+        ("Cache-Control" = Option<String>, Header, nullable = false, description = "`no-cache` (or `max-age=0`) bypasses the gateway cache", example = "no-cache"),
     ),
     responses(
         (status = 200, description = "Upload events, newest first", body = Uploads, headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status"),
-            ("X-Request-Id" = String, description = "Request id"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
         )),
-        (status = 304, description = "Not modified", headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
+            ("ETag" = String, description = "Strong entity tag of this representation"),
+            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+        )),
     ),
     security(("bearer" = ["audiences:read"]))
 )]
@@ -311,14 +321,14 @@ fn stored<T: serde::Serialize>(
     operation_id = "createAudience",
     tag = "audiences",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Client-chosen key making retries safe (1-255 characters)"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^[ \t]*"*[!#-~](?:[!-~]{0,253}[!#-~])?"*[ \t]*$"#, example = "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1",
+            description = "Client-chosen key making retries safe: 1 to 255 visible ASCII characters, optionally in double quotes"),
     ),
     request_body(content = NewAudience, description = "The audience to create"),
     responses(
         (status = 201, description = "Created", body = Audience, headers(
             ("Location" = String, description = "URL of the new audience"),
             ("Idempotent-Replayed" = String, description = "`?1` when this is a replay of an earlier response"),
-            ("X-Request-Id" = String, description = "Request id"),
         )),
     ),
     security(("bearer" = ["audiences:write"]))
@@ -373,13 +383,12 @@ async fn current_if_needed(
     tag = "audiences",
     params(
         ("id" = i64, Path, description = "Audience id", minimum = 1, maximum = 2147483647, example = 1001),
-        ("If-Match" = Option<String>, Header, description = "ETag the change is based on"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "ETag the change is based on; 412 if the audience changed since", example = "\"9f86d081884c7d659a2feaa0c55ad015\""),
     ),
     request_body(content = AudiencePatch, description = "Fields to change"),
     responses(
         (status = 200, description = "The updated audience", body = Audience, headers(
             ("ETag" = String, description = "Strong entity tag of the new version"),
-            ("X-Request-Id" = String, description = "Request id"),
         )),
     ),
     security(("bearer" = ["audiences:write"]))
@@ -440,10 +449,10 @@ async fn update_audience(
     tag = "audiences",
     params(
         ("id" = i64, Path, description = "Audience id", minimum = 1, maximum = 2147483647, example = 1001),
-        ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "ETag the deletion is based on; 412 if the audience changed since", example = "\"9f86d081884c7d659a2feaa0c55ad015\""),
     ),
     responses(
-        (status = 204, description = "Deleted", headers(("X-Request-Id" = String, description = "Request id"))),
+        (status = 204, description = "Deleted"),
     ),
     security(("bearer" = ["audiences:delete"]))
 )]
@@ -482,7 +491,8 @@ fn rate_headers(resp: &mut HttpResponse, state: &AppState, decision: Option<&Dec
     tag = "audiences",
     params(
         ("id" = i64, Path, description = "Audience id", minimum = 1, maximum = 2147483647, example = 1001),
-        ("Idempotency-Key" = Option<String>, Header, description = "Client-chosen key making retries safe (1-255 characters)"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^[ \t]*"*[!#-~](?:[!-~]{0,253}[!#-~])?"*[ \t]*$"#, example = "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1",
+            description = "Client-chosen key making retries safe: 1 to 255 visible ASCII characters, optionally in double quotes"),
     ),
     request_body(content = NewActivation, description = "Where and when to activate"),
     responses(
@@ -491,7 +501,6 @@ fn rate_headers(resp: &mut HttpResponse, state: &AppState, decision: Option<&Dec
             ("RateLimit-Policy" = String, description = "Quota policies, e.g. `\"per-caller\";q=10;w=60`"),
             ("RateLimit" = String, description = "Remaining quota and seconds to reset, e.g. `\"per-caller\";r=3;t=12`"),
             ("Idempotent-Replayed" = String, description = "`?1` when this is a replay"),
-            ("X-Request-Id" = String, description = "Request id"),
         )),
     ),
     security(("bearer" = ["audiences:activate"]))
@@ -520,6 +529,11 @@ async fn activate_audience(
         || async move {
             if state_ref.settings.rate_limit.enabled {
                 let d = state_ref.limiter.check(&principal).await;
+                if d.unavailable {
+                    return Err(ApiError::RateLimitUnavailable {
+                        retry_after: d.retry_after.unwrap_or_default(),
+                    });
+                }
                 let admitted = d.admitted;
                 let retry_after = d.retry_after;
                 *slot = Some(d);

@@ -26,7 +26,6 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     responses(
         (status = 201, description = "Created", body = Campaign, headers(
             ("Location" = String, description = "URL of the new campaign"),
-            ("X-Request-Id" = String, description = "Request id"),
         )),
     ),
     security(("bearer" = ["audiences:write"]))

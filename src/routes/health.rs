@@ -41,6 +41,7 @@ pub struct Readiness {
 
 /// Upstream health as the gateway sees it.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"circuit": "closed"}))]
 pub struct UpstreamHealth {
     /// Circuit breaker state: `closed`, `open` or `half_open`.
     pub circuit: &'static str,
@@ -49,7 +50,7 @@ pub struct UpstreamHealth {
 /// Liveness probe
 ///
 /// Answers 200 while the process is alive.
-#[utoipa::path(operation_id = "getLiveness", tag = "operations",
+#[utoipa::path(operation_id = "getLiveness", tag = "operations", security(()),
     responses((status = 200, description = "Alive", body = Health)))]
 #[get("/healthz")]
 async fn healthz() -> Result<HttpResponse, ApiError> {
@@ -61,7 +62,7 @@ async fn healthz() -> Result<HttpResponse, ApiError> {
 /// 200 when settings are valid, keys are loaded (JWKS mode) and shutdown has not begun; 503
 /// otherwise. Upstream trouble is reported in the body but does not fail readiness, so an
 /// upstream outage cannot take every replica out of the Service.
-#[utoipa::path(operation_id = "getReadiness", tag = "operations",
+#[utoipa::path(operation_id = "getReadiness", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready", body = Readiness),
@@ -95,10 +96,13 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 /// Prometheus metrics
 ///
 /// Metrics in the Prometheus text exposition format.
-#[utoipa::path(operation_id = "getMetrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[utoipa::path(operation_id = "getMetrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain",
+        example = json!("# TYPE audience_gateway_cache_lookups_total counter\naudience_gateway_cache_lookups_total{result=\"hit\"} 42\n"))))]
 #[get("/metrics")]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (entries, bytes) = state.cache.usage().await;
+    state.metrics.cache_usage(entries, bytes);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

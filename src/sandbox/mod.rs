@@ -122,6 +122,8 @@ pub struct SimulatorConfig {
     pub latency: Duration,
     /// Share of vendor calls answered HTTP 500, 0.0-1.0 (changeable at run time).
     pub error_rate: f64,
+    /// Server worker threads; one suffices for tests, load benchmarks may need more.
+    pub workers: usize,
 }
 
 impl Default for SimulatorConfig {
@@ -134,6 +136,7 @@ impl Default for SimulatorConfig {
             seed_audiences: 5,
             latency: Duration::ZERO,
             error_rate: 0.0,
+            workers: 1,
         }
     }
 }
@@ -148,6 +151,7 @@ impl fmt::Debug for SimulatorConfig {
             .field("seed_audiences", &self.seed_audiences)
             .field("latency", &self.latency)
             .field("error_rate", &self.error_rate)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -161,6 +165,7 @@ impl Simulator {
     pub async fn start(config: SimulatorConfig, addr: &str) -> std::io::Result<SimulatorHandle> {
         let listener = std::net::TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
+        let workers = config.workers.max(1);
         let shared = Arc::new(Shared::new(config));
         let data = web::Data::from(Arc::clone(&shared));
         let server = HttpServer::new(move || {
@@ -168,7 +173,7 @@ impl Simulator {
                 .app_data(data.clone())
                 .default_service(web::to(handlers::dispatch))
         })
-        .workers(1)
+        .workers(workers)
         .disable_signals()
         .shutdown_timeout(1)
         .listen(listener)?

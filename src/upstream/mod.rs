@@ -549,7 +549,9 @@ impl UpstreamClient {
         let bytes = read_body(resp)
             .await
             .map_err(|e| Attempt::Failed(e, true))?;
-        if !status.is_success() && !(status == 404 && bytes.first() == Some(&b'{')) {
+        // A 404 carrying an envelope is the vendor's "not found"; other non-2xx are failures.
+        let envelope_404 = status == 404 && bytes.first() == Some(&b'{');
+        if !(status.is_success() || envelope_404) {
             return Err(Attempt::Failed(http_status_error(status), true));
         }
         if let Decoded::Failed { status_code, .. } = api::decode::<serde_json::Value>(&bytes) {

@@ -541,7 +541,7 @@ async fn capacity_is_bounded_in_bytes() {
     }
     assert!(largest * 4 < MAX_BYTES as usize, "entries fit: {largest}");
     let (entries, weighted) = app.state.cache.usage().await;
-    assert!(entries >= 1 && entries < 40, "{entries} entries");
-    assert!(weighted > 0 && weighted <= MAX_BYTES, "{weighted}");
+    assert!((1..40).contains(&entries), "{entries} entries");
+    assert!((1..=MAX_BYTES).contains(&weighted), "{weighted}");
     assert_eq!(app.sim().call_count("loadAudience"), 40);
 }

@@ -1,12 +1,18 @@
 //! Black-box tests: the real server on 127.0.0.1:0 over HTTP, against the project's own
 //! simulator of the upstream or a wiremock server. One test binary keeps link time down.
 
+mod auth;
 mod cache;
 mod faults;
 mod helpers;
 mod hostile;
+mod idempotency;
 mod lifecycle;
-mod secrets;
+mod openapi;
+mod ops;
 mod rate_limit;
+mod redis;
 mod routes;
+mod secrets;
 mod smoke;
+mod upstream;

@@ -21,7 +21,10 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -51,7 +54,10 @@ async fn no_secret_reaches_logs_or_responses() {
     let mock = MockServer::start().await;
     let login = |cookie: &'static str| {
         ResponseTemplate::new(200)
-            .insert_header("set-cookie", format!("digitalAudience={cookie}; Path=/; HttpOnly").as_str())
+            .insert_header(
+                "set-cookie",
+                format!("digitalAudience={cookie}; Path=/; HttpOnly").as_str(),
+            )
             .set_body_json(envelope(json!(true)))
     };
     // 1st login refused, 2nd gives COOKIE_1, 3rd gives COOKIE_2.
@@ -78,20 +84,29 @@ async fn no_secret_reaches_logs_or_responses() {
     // COOKIE_1 works once, then the session "expires".
     Mock::given(method("GET"))
         .and(path("/audience/loadAudienceById/1001"))
-        .and(header("cookie", format!("digitalAudience={COOKIE_1}").as_str()))
+        .and(header(
+            "cookie",
+            format!("digitalAudience={COOKIE_1}").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(envelope(audience_json(1001, "a"))))
         .up_to_n_times(1)
         .mount(&mock)
         .await;
     Mock::given(method("GET"))
         .and(path("/audience/loadAudienceById/1001"))
-        .and(header("cookie", format!("digitalAudience={COOKIE_1}").as_str()))
+        .and(header(
+            "cookie",
+            format!("digitalAudience={COOKIE_1}").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(401))
         .mount(&mock)
         .await;
     Mock::given(method("GET"))
         .and(path("/audience/loadAudienceById/1001"))
-        .and(header("cookie", format!("digitalAudience={COOKIE_2}").as_str()))
+        .and(header(
+            "cookie",
+            format!("digitalAudience={COOKIE_2}").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(envelope(audience_json(1001, "b"))))
         .mount(&mock)
         .await;
@@ -104,12 +119,16 @@ async fn no_secret_reaches_logs_or_responses() {
         .await;
     Mock::given(method("POST"))
         .and(path("/audience/activate"))
-        .respond_with(ResponseTemplate::new(500).set_body_string(format!("trace: cookie={COOKIE_2}")))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_string(format!("trace: cookie={COOKIE_2}")),
+        )
         .mount(&mock)
         .await;
     Mock::given(method("POST"))
         .and(path("/audience/createcrmaudience"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(format!("{{\"oops\": \"{PASSWORD}\"")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(format!("{{\"oops\": \"{PASSWORD}\"")),
+        )
         .mount(&mock)
         .await;
 
@@ -126,7 +145,7 @@ async fn no_secret_reaches_logs_or_responses() {
     .await;
     let caller_token = full_token();
     let mut seen = String::new();
-    let mut call = |resp: reqwest::Response| {
+    let call = |resp: reqwest::Response| {
         let status = resp.status().as_u16();
         let headers = format!("{:?}", resp.headers());
         async move {
@@ -142,12 +161,14 @@ async fn no_secret_reaches_logs_or_responses() {
     let c = &app.client;
     let mut statuses = Vec::new();
     for req in [
-        c.get(app.url("/v1/audiences/1001")),  // login refused -> 502
-        c.get(app.url("/v1/audiences/1001")),  // login -> COOKIE_1 -> 200
-        c.get(app.url("/v1/audiences/1001")),  // 401 -> re-login -> COOKIE_2 -> 200
+        c.get(app.url("/v1/audiences/1001")), // login refused -> 502
+        c.get(app.url("/v1/audiences/1001")), // login -> COOKIE_1 -> 200
+        c.get(app.url("/v1/audiences/1001")), // 401 -> re-login -> COOKIE_2 -> 200
         c.get(app.url("/v1/platform-accounts")),
-        c.post(app.url("/v1/audiences/1001/activations")).json(&activation_body()),
-        c.post(app.url("/v1/audiences")).json(&json!({"name": "n", "campaignId": 1})),
+        c.post(app.url("/v1/audiences/1001/activations"))
+            .json(&activation_body()),
+        c.post(app.url("/v1/audiences"))
+            .json(&json!({"name": "n", "campaignId": 1})),
     ] {
         let (status, text) = call(send(req).await.unwrap()).await;
         statuses.push(status);
@@ -167,15 +188,28 @@ async fn no_secret_reaches_logs_or_responses() {
     let received = mock.received_requests().await.unwrap();
     for r in &received {
         if r.url.path() != "/account/login" {
-            assert!(r.headers.get("authorization").is_none(), "caller token forwarded");
-            let cookie = r.headers.get("cookie").map(|v| v.to_str().unwrap().to_string());
-            assert!(!cookie.unwrap_or_default().contains("caller-cookie"), "caller cookie forwarded");
+            assert!(
+                r.headers.get("authorization").is_none(),
+                "caller token forwarded"
+            );
+            let cookie = r
+                .headers
+                .get("cookie")
+                .map(|v| v.to_str().unwrap().to_string());
+            assert!(
+                !cookie.unwrap_or_default().contains("caller-cookie"),
+                "caller cookie forwarded"
+            );
         }
     }
 
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
-    assert!(logged.contains("upstream session expired"), "the capture works: {}", &logged[..logged.len().min(2000)]);
+    assert!(
+        logged.contains("upstream session expired"),
+        "the capture works: {}",
+        &logged[..logged.len().min(2000)]
+    );
     let signature = caller_token.rsplit('.').next().unwrap();
     for (what, secret) in [
         ("upstream password", PASSWORD),

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Renders bench/run's results.jsonl as one table plus the target checks (stdlib only).
+
+Usage: bench/report.py target/bench/run-<timestamp>/results.jsonl
+"""
+
+import json
+import statistics
+import sys
+
+MIB = 1024 * 1024
+
+# (label, result name, baseline name or None, baseline label)
+ROWS = [
+    ("baseline: minimal actix handler", "base_static", None, ""),
+    ("a  cached GET, HS256", "a_cached_hs256", "base_static", "minimal handler"),
+    ("b  cached GET, RS256", "b_cached_rs256", "base_static", "minimal handler"),
+    ("baseline: simulator GET direct", "base_upstream_get", None, ""),
+    ("baseline: reqwest forwarder", "base_forward", None, ""),
+    ("c  miss GET (cache off)", "c_miss", "base_forward", "forwarder"),
+    ("baseline: simulator activate", "base_upstream_activate", None, ""),
+    ("d  POST activation", "d_activate", "base_upstream_activate", "simulator"),
+    ("e  simulator GET, slow", "e_upstream_slow", None, ""),
+    ("e  forwarder, slow upstream", "e_forward_slow", None, ""),
+    ("e  miss GET, slow upstream", "e_fanin", "e_forward_slow", "forwarder"),
+]
+
+
+def load(path):
+    runs, notes = {}, {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            if r["name"] == "note":
+                notes[r["key"]] = r["value"]
+            else:
+                runs.setdefault(r["name"], []).append(r)
+    return runs, notes
+
+
+def median_run(rs):
+    """The round whose req/s is the median (lower median for an even count)."""
+    rs = sorted(rs, key=lambda r: r["rps"])
+    return rs[(len(rs) - 1) // 2]
+
+
+def ms(us):
+    return f"{us / 1000:.2f} ms"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def main():
+    runs, notes = load(sys.argv[1])
+    picked = {name: median_run(rs) for name, rs in runs.items()}
+    rounds = max((len(rs) for rs in runs.values()), default=0)
+    out = []
+    out.append(
+        f"machine: {notes.get('nproc', '?')} CPUs, {notes.get('cpu', '?')}; "
+        f"load before {notes.get('loadavg_before', '?')} "
+        f"(CPUs {notes.get('busy_before_pct', '?')}% busy before start), "
+        f"after {notes.get('loadavg_after', '?')}; median of {rounds} round(s)"
+    )
+    head = (
+        f"{'scenario':34} {'conns':>5} {'req/s':>9} {'ratio':>6} {'p50':>10} {'ratio':>6} "
+        f"{'p99':>10} {'ratio':>6} {'non2xx':>7}  baseline"
+    )
+    out.append(head)
+    out.append("-" * len(head))
+    for label, name, base, base_label in ROWS:
+        r = picked.get(name)
+        if not r:
+            continue
+        b = picked.get(base) if base else None
+        out.append(
+            f"{label:34} {r['conns']:>5} {r['rps']:>9.0f} "
+            f"{ratio(r['rps'], b['rps']) if b else '':>6} {ms(r['p50_us']):>10} "
+            f"{ratio(r['p50_us'], b['p50_us']) if b else '':>6} {ms(r['p99_us']):>10} "
+            f"{ratio(r['p99_us'], b['p99_us']) if b else '':>6} "
+            f"{r['non2xx'] + r['socket_errors']:>7}  {base_label}"
+        )
+    out.append("(ratios: req/s gateway/baseline, higher is better; p50/p99 gateway/baseline)")
+
+    def kib(key):
+        v = notes.get(key)
+        return None if v in (None, "") else int(v) * 1024
+
+    mem = []
+    for label, key in [
+        ("idle RSS at start", "idle_rss_kib"),
+        ("peak RSS, cached gateway (a, b, d)", "peak_rss_cached_kib"),
+        ("peak RSS, miss gateway (c)", "peak_rss_miss_kib"),
+        ("RSS before fan-in (e)", "fanin_rss_before_kib"),
+        ("peak RSS, fan-in gateway (e)", "fanin_peak_rss_kib"),
+        ("RSS after fan-in (e)", "fanin_rss_after_kib"),
+    ]:
+        v = kib(key)
+        if v is not None:
+            mem.append(f"  {label:38} {v / MIB:8.1f} MiB")
+    if mem:
+        out.append("gateway memory (VmRSS / VmHWM from /proc/<pid>/status):")
+        out.extend(mem)
+    if "access_lines_cached" in notes:
+        out.append(
+            f"access log lines written: cached gateway {notes['access_lines_cached']}, "
+            f"miss gateway {notes.get('access_lines_miss', '?')}"
+        )
+
+    checks = []
+    for name in ("a_cached_hs256", "b_cached_rs256"):
+        r, b = picked.get(name), picked.get("base_static")
+        if r and b:
+            checks.append((f"{name}: req/s >= 0.85x minimal handler",
+                           r["rps"] / b["rps"] >= 0.85, ratio(r["rps"], b["rps"])))
+            checks.append((f"{name}: p99 < 2 ms at {r['conns']} connections",
+                           r["p99_us"] < 2000, ms(r["p99_us"])))
+    r, b = picked.get("c_miss"), picked.get("base_forward")
+    if r and b:
+        checks.append(("c_miss: req/s >= 0.9x reqwest forwarder",
+                       r["rps"] / b["rps"] >= 0.9, ratio(r["rps"], b["rps"])))
+    r = picked.get("e_fanin")
+    ideal = notes.get("fanin_ideal_rps")
+    if r and ideal:
+        checks.append((f"e_fanin: >= 90% of ideal {ideal} req/s ({r['conns']} conns)",
+                       r["rps"] >= 0.9 * ideal, f"{100 * r['rps'] / ideal:.0f}%"))
+        up = picked.get("e_upstream_slow")
+        if up:
+            out.append(
+                f"fan-in: simulator alone reaches {100 * up['rps'] / ideal:.0f}% of ideal, "
+                f"the forwarder {100 * picked['e_forward_slow']['rps'] / ideal:.0f}%"
+                if "e_forward_slow" in picked else
+                f"fan-in: simulator alone reaches {100 * up['rps'] / ideal:.0f}% of ideal"
+            )
+    idle = kib("idle_rss_kib")
+    if idle is not None:
+        checks.append(("idle RSS < 30 MiB", idle < 30 * MIB, f"{idle / MIB:.1f} MiB"))
+    rss, cached = kib("memory_rss_kib"), notes.get("memory_cache_bytes")
+    if rss is not None and cached not in (None, ""):
+        cached = int(float(cached))
+        limit = 2 * cached + 30 * MIB
+        out.append(
+            f"memory: {notes.get('memory_cache_entries')} cached audiences, weighted size "
+            f"{cached / MIB:.1f} MiB; RSS {rss / MIB:.1f} MiB "
+            f"(idle {kib('memory_idle_rss_kib') / MIB:.1f} MiB, "
+            f"peak {kib('memory_peak_rss_kib') / MIB:.1f} MiB)"
+        )
+        checks.append(("100k cached: RSS < 2x cached bytes + 30 MiB", rss < limit,
+                       f"{rss / MIB:.1f} < {limit / MIB:.1f} MiB"))
+    if checks:
+        out.append("targets:")
+        for label, ok, value in checks:
+            out.append(f"  [{'met' if ok else 'MISSED'}] {label}: {value}")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

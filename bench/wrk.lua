@@ -1,0 +1,35 @@
+-- wrk script shared by bench/run: optional method/body from the environment, and one JSON
+-- summary line (prefixed "BENCH ") at the end so the caller never parses wrk's text.
+--   WRK_METHOD=POST WRK_BODY='{"a":1}' wrk -s bench/wrk.lua ...
+-- With WRK_IDS=N the requests walk through N audiences: /v1/audiences/<1001 + k mod N>
+-- (WRK_PREFIX changes the path before the id), to fill the cache with N entries.
+
+local method = os.getenv("WRK_METHOD")
+local body = os.getenv("WRK_BODY")
+if method then wrk.method = method end
+if body then
+  wrk.body = body
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+local ids = tonumber(os.getenv("WRK_IDS") or "")
+if ids then
+  local prefix = os.getenv("WRK_PREFIX") or "/v1/audiences/"
+  local k = 0
+  request = function()
+    local path = prefix .. tostring(1001 + (k % ids))
+    k = k + 1
+    return wrk.format(nil, path)
+  end
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests":%d,"duration_us":%d,"rps":%.1f,"p50_us":%d,"p99_us":%d,' ..
+    '"max_us":%d,"non2xx":%d,"socket_errors":%d}\n',
+    summary.requests, summary.duration,
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99), latency.max,
+    e.status, e.connect + e.read + e.write + e.timeout))
+end

@@ -1,0 +1,192 @@
+//! Microbenchmarks of the gateway's per-request hot paths:
+//! - `auth/*`: token verification per algorithm (signature checked every time, through
+//!   `Authenticator::verify`), and a repeat of an already verified token through
+//!   `Authenticator::authenticate` (the verified-token cache);
+//! - `cache/hit`: `AudienceCache::get` on a warm entry (what a cached read costs);
+//! - `upstream/decode_audience`: `upstream::api::decode` of a real simulator answer, and
+//!   `cache/build_entry`: turning it into the three cached representations (the miss path).
+//!
+//! Run: `cargo bench --bench gateway` (add `-- --quick` for a short run).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use audience_gateway::auth::Authenticator;
+use audience_gateway::cache::{AudienceCache, CachedAudience};
+use audience_gateway::metrics::Metrics;
+use audience_gateway::sandbox::{Simulator, SimulatorConfig};
+use audience_gateway::settings::{AuthSettings, CacheSettings, UpstreamSettings};
+use audience_gateway::upstream::api::{decode, AudienceDto, Decoded};
+use audience_gateway::upstream::{CallContext, UpstreamClient};
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::FutureExt;
+use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
+const RSA_PRIVATE: &[u8] = include_bytes!("../tests/api/keys/rsa_private.pem");
+const RSA_PUBLIC: &str = include_str!("../tests/api/keys/rsa_public.pem");
+const EC_PRIVATE: &[u8] = include_bytes!("../tests/api/keys/ec_private.pem");
+const EC_PUBLIC: &str = include_str!("../tests/api/keys/ec_public.pem");
+
+fn token(alg: Algorithm, key: &EncodingKey) -> String {
+    let now = get_current_timestamp();
+    let claims = json!({
+        "sub": "bench-user",
+        "scope": "audiences:read audiences:write audiences:delete audiences:activate",
+        "iat": now,
+        "nbf": now - 1,
+        "exp": now + 3600,
+    });
+    encode(&Header::new(alg), &claims, key).expect("sign")
+}
+
+fn authenticator(public_pem: &str) -> Authenticator {
+    let settings = AuthSettings {
+        hs256_secret: Some(SECRET.into()),
+        public_key_pem: Some(public_pem.into()),
+        ..AuthSettings::default()
+    };
+    Authenticator::new(&settings, Arc::new(Metrics::new())).expect("authenticator")
+}
+
+fn auth(c: &mut Criterion) {
+    let rsa = authenticator(RSA_PUBLIC);
+    let ec = authenticator(EC_PUBLIC);
+    let hs_token = token(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    );
+    let rs_token = token(
+        Algorithm::RS256,
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).expect("rsa key"),
+    );
+    let es_token = token(
+        Algorithm::ES256,
+        &EncodingKey::from_ec_pem(EC_PRIVATE).expect("ec key"),
+    );
+    let mut group = c.benchmark_group("auth");
+    // With static keys nothing in verification awaits, so polling once completes it.
+    for (name, a, t) in [
+        ("verify_hs256", &rsa, &hs_token),
+        ("verify_rs256", &rsa, &rs_token),
+        ("verify_es256", &ec, &es_token),
+    ] {
+        assert!(a.verify(t).now_or_never().expect("ready").is_ok());
+        group.bench_function(name, |b| {
+            b.iter(|| a.verify(black_box(t)).now_or_never().expect("ready"))
+        });
+    }
+    let header = format!("Bearer {rs_token}");
+    assert!(rsa
+        .authenticate(Some(&header))
+        .now_or_never()
+        .expect("ready")
+        .is_ok());
+    group.bench_function("authenticate_repeat_rs256", |b| {
+        b.iter(|| {
+            rsa.authenticate(black_box(Some(header.as_str())))
+                .now_or_never()
+                .expect("ready")
+        })
+    });
+    group.finish();
+}
+
+/// A simulator, an upstream client for it and one raw `loadAudienceById/1001` answer.
+struct Upstream {
+    system: actix_rt::SystemRunner,
+    client: UpstreamClient,
+    raw: bytes::Bytes,
+}
+
+fn upstream() -> Upstream {
+    let system = actix_rt::System::new();
+    let (client, raw) = system.block_on(async {
+        let sim = Simulator::start(SimulatorConfig::default(), "127.0.0.1:0")
+            .await
+            .expect("simulator");
+        let settings = UpstreamSettings {
+            base_url: sim.base_url(),
+            username: Some("sandbox".into()),
+            password: Some("sandbox-password".into()),
+            ..UpstreamSettings::default()
+        };
+        let client =
+            UpstreamClient::new(&settings, Duration::from_secs(10), Arc::new(Metrics::new()))
+                .expect("client");
+        let http = reqwest::Client::new();
+        let login = http
+            .post(format!("{}/account/login", sim.base_url()))
+            .json(&json!({"userName": "sandbox", "password": "sandbox-password"}))
+            .send()
+            .await
+            .expect("login");
+        let cookie = login
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("cookie")
+            .to_string();
+        let raw = http
+            .get(format!("{}/audience/loadAudienceById/1001", sim.base_url()))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("load")
+            .bytes()
+            .await
+            .expect("body");
+        (client, raw)
+    });
+    Upstream {
+        system,
+        client,
+        raw,
+    }
+}
+
+fn cache(c: &mut Criterion) {
+    let up = upstream();
+    let cache = AudienceCache::new(&CacheSettings::default(), Arc::new(Metrics::new()));
+    let ctx = CallContext::default();
+    up.system
+        .block_on(cache.get(&up.client, &ctx, 1001, false))
+        .expect("warm-up read");
+    let mut group = c.benchmark_group("cache");
+    group.bench_function("hit", |b| {
+        b.iter(|| {
+            let (entry, _) = up
+                .system
+                .block_on(cache.get(&up.client, &ctx, black_box(1001), false))
+                .expect("hit");
+            entry
+        })
+    });
+    // What `block_on` alone costs, to subtract from `hit`.
+    group.bench_function("block_on_overhead", |b| {
+        b.iter(|| up.system.block_on(async { black_box(1) }))
+    });
+    let Decoded::Ok(dto) = decode::<AudienceDto>(&up.raw) else {
+        panic!("the simulator's answer decodes");
+    };
+    group.bench_function("build_entry", |b| {
+        b.iter(|| CachedAudience::from_dto(black_box(&dto)).expect("entry"))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("upstream");
+    group.throughput(criterion::Throughput::Bytes(up.raw.len() as u64));
+    group.bench_function("decode_audience", |b| {
+        b.iter(|| match decode::<AudienceDto>(black_box(&up.raw)) {
+            Decoded::Ok(dto) => dto,
+            _ => panic!("decodes"),
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, auth, cache);
+criterion_main!(benches);

@@ -1,0 +1,152 @@
+//! Bench-only baselines that `bench/run` measures the gateway against, in the same run and
+//! under the same pinning. Neither is part of the gateway.
+//!
+//! ```text
+//! bench_baseline static  --addr 127.0.0.1:P --body-file audience.json
+//! bench_baseline forward --addr 127.0.0.1:P --upstream http://127.0.0.1:U
+//! ```
+//! `static` is the least an actix-web server can do for `GET /v1/audiences/{id}`: answer
+//! fixed bytes (the gateway's cached body). `forward` is a plain reqwest forwarder: it logs
+//! in to the simulator once, then passes each `GET /v1/audiences/{id}` to
+//! `/audience/loadAudienceById/{id}` with the session cookie and returns the upstream body
+//! as-is (no auth, no envelope decoding, no cache, no telemetry).
+
+use std::io::Write;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Args {
+    /// Listen address.
+    #[arg(long, global = true, default_value = "127.0.0.1:0")]
+    addr: String,
+    /// Server worker threads.
+    #[arg(long, global = true, default_value_t = 1)]
+    workers: usize,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Answer the bytes of a file.
+    Static {
+        #[arg(long)]
+        body_file: std::path::PathBuf,
+    },
+    /// Forward to the simulator with reqwest.
+    Forward {
+        #[arg(long)]
+        upstream: String,
+        #[arg(long, default_value = "sandbox")]
+        username: String,
+        #[arg(long, default_value = "sandbox-password")]
+        password: String,
+    },
+}
+
+struct Forwarder {
+    http: reqwest::Client,
+    upstream: String,
+    cookie: String,
+}
+
+async fn fixed(body: web::Data<Bytes>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.get_ref().clone())
+}
+
+async fn forward(f: web::Data<Forwarder>, id: web::Path<i64>) -> HttpResponse {
+    let url = format!("{}/audience/loadAudienceById/{id}", f.upstream);
+    let sent = f
+        .http
+        .get(url)
+        .header("cookie", &f.cookie)
+        .header("accept", "application/json")
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(_) => return HttpResponse::BadGateway().finish(),
+    };
+    let status = resp.status().as_u16();
+    match resp.bytes().await {
+        Ok(body) => HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
+        )
+        .content_type("application/json")
+        .body(body),
+        Err(_) => HttpResponse::BadGateway().finish(),
+    }
+}
+
+async fn login(
+    http: &reqwest::Client,
+    upstream: &str,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let resp = http
+        .post(format!("{upstream}/account/login"))
+        .json(&serde_json::json!({"userName": user, "password": password}))
+        .send()
+        .await?;
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.split(';').next().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("login answered no cookie"))?;
+    Ok(cookie)
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = std::net::TcpListener::bind(&args.addr)?;
+    let addr = listener.local_addr()?;
+    let server = match args.mode {
+        Mode::Static { body_file } => {
+            let body = web::Data::new(Bytes::from(std::fs::read(body_file)?));
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(body.clone())
+                    .route("/v1/audiences/{id}", web::get().to(fixed))
+            })
+            .workers(args.workers)
+            .listen(listener)?
+            .run()
+        }
+        Mode::Forward {
+            upstream,
+            username,
+            password,
+        } => {
+            let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+            let upstream = upstream.trim_end_matches('/').to_string();
+            let cookie = login(&http, &upstream, &username, &password).await?;
+            let f = web::Data::new(Forwarder {
+                http,
+                upstream,
+                cookie,
+            });
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(f.clone())
+                    .route("/v1/audiences/{id}", web::get().to(forward))
+            })
+            .workers(args.workers)
+            .listen(listener)?
+            .run()
+        }
+    };
+    println!("http://{addr}");
+    std::io::stdout().flush()?;
+    server.await?;
+    Ok(())
+}
