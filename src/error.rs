@@ -65,8 +65,6 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("the Digital Audience API is unavailable")]
     UpstreamUnavailable { retry_after: Option<Duration> },
-    #[error("the gateway is shutting down or not ready")]
-    NotReady,
     #[error("internal error")]
     Internal,
 }
@@ -160,11 +158,6 @@ impl ApiError {
             UpstreamUnavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
-                "Service unavailable",
-            ),
-            NotReady => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
                 "Service unavailable",
             ),
             Internal => (
