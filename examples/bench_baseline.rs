@@ -9,7 +9,9 @@
 //! fixed bytes (the gateway's cached body). `forward` is a plain reqwest forwarder: it logs
 //! in to the simulator once, then passes each `GET /v1/audiences/{id}` to
 //! `/audience/loadAudienceById/{id}` with the session cookie and returns the upstream body
-//! as-is (no auth, no envelope decoding, no cache, no telemetry).
+//! as-is (no auth, no envelope decoding, no cache, no telemetry); likewise each
+//! `POST /v1/audiences/{id}/activations` to `/audience/activate`, with `audienceId` added to
+//! the body.
 
 use std::io::Write;
 
@@ -84,6 +86,31 @@ async fn forward(f: web::Data<Forwarder>, id: web::Path<i64>) -> HttpResponse {
     }
 }
 
+async fn forward_activation(
+    f: web::Data<Forwarder>,
+    id: web::Path<i64>,
+    body: web::Json<serde_json::Map<String, serde_json::Value>>,
+) -> HttpResponse {
+    let mut body = body.into_inner();
+    body.insert("audienceId".into(), (*id).into());
+    let sent = f
+        .http
+        .post(format!("{}/audience/activate", f.upstream))
+        .header("cookie", &f.cookie)
+        .json(&body)
+        .send()
+        .await;
+    match sent {
+        Ok(resp) => match resp.bytes().await {
+            Ok(body) => HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body),
+            Err(_) => HttpResponse::BadGateway().finish(),
+        },
+        Err(_) => HttpResponse::BadGateway().finish(),
+    }
+}
+
 async fn login(
     http: &reqwest::Client,
     upstream: &str,
@@ -139,6 +166,10 @@ async fn main() -> anyhow::Result<()> {
                 App::new()
                     .app_data(f.clone())
                     .route("/v1/audiences/{id}", web::get().to(forward))
+                    .route(
+                        "/v1/audiences/{id}/activations",
+                        web::post().to(forward_activation),
+                    )
             })
             .workers(args.workers)
             .listen(listener)?

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 use moka::ops::compute::Op;
 use serde::Serialize;
@@ -34,14 +35,28 @@ pub enum View {
 pub struct Representation {
     pub body: Bytes,
     pub etag: String,
+    /// `etag` as a header value, built once: a hit only clones it.
+    pub etag_header: HeaderValue,
 }
 
 impl Representation {
+    fn empty() -> Self {
+        Self {
+            body: Bytes::new(),
+            etag: String::new(),
+            etag_header: HeaderValue::from_static(""),
+        }
+    }
+
     fn of<T: Serialize>(value: &T) -> Result<Self, UpstreamError> {
         let body = serde_json::to_vec(value)
             .map_err(|e| UpstreamError::Failure(format!("serialize: {e}")))?;
+        let etag = strong_etag(&body);
         Ok(Self {
-            etag: strong_etag(&body),
+            // Quotes and hex digits only: always a valid header value.
+            etag_header: HeaderValue::from_str(&etag)
+                .map_err(|e| UpstreamError::Failure(format!("etag: {e}")))?,
+            etag,
             body: Bytes::from(body),
         })
     }
@@ -70,6 +85,27 @@ impl CachedAudience {
             audience: Representation::of(&dto.to_audience())?,
             insights: Representation::of(&dto.to_insights())?,
             uploads: Representation::of(&dto.to_uploads())?,
+            fetched: Instant::now(),
+        })
+    }
+
+    /// Builds only `view`; the other two representations stay empty. For reads that are
+    /// neither stored nor asked for another view (the cache is disabled).
+    fn only(dto: &AudienceDto, view: View) -> Result<Self, UpstreamError> {
+        let (mut audience, mut insights, mut uploads) = (
+            Representation::empty(),
+            Representation::empty(),
+            Representation::empty(),
+        );
+        match view {
+            View::Audience => audience = Representation::of(&dto.to_audience())?,
+            View::Insights => insights = Representation::of(&dto.to_insights())?,
+            View::Uploads => uploads = Representation::of(&dto.to_uploads())?,
+        }
+        Ok(Self {
+            audience,
+            insights,
+            uploads,
             fetched: Instant::now(),
         })
     }
@@ -227,6 +263,24 @@ impl AudienceCache {
                 _ => Err(err),
             },
         }
+    }
+
+    /// [`AudienceCache::get`] for a caller that reads only `view` of the entry: with the
+    /// cache disabled only that representation is built (the other two are left empty),
+    /// saving two serializations and two hashes per read.
+    pub async fn get_view(
+        &self,
+        upstream: &UpstreamClient,
+        ctx: &CallContext,
+        id: i64,
+        refresh: bool,
+        view: View,
+    ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
+        if !self.enabled {
+            let dto = upstream.load_audience(ctx, id).await?;
+            return Ok((Arc::new(CachedAudience::only(&dto, view)?), Outcome::Bypass));
+        }
+        self.get(upstream, ctx, id, refresh).await
     }
 
     /// Fetches under the per-key lock; returns the entry and whether this call fetched it.

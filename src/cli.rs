@@ -97,6 +97,13 @@ fn process_env() -> HashMap<String, String> {
 
 /// Runs the parsed command; the exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let result = run_command(cli).await;
+    // Log lines are buffered (see `telemetry`): write out the last ones.
+    telemetry::flush();
+    result
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -1,7 +1,9 @@
 //! Prometheus metrics. Labels are bounded: route templates (never raw paths), methods,
 //! status codes, operation names and outcomes; never ids or subjects.
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,11 +13,46 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+// All `&'static str`: recording a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
     status: u16,
+}
+
+/// The method as a label; anything outside the standard methods is `other`, so a client
+/// cannot create label values at will.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Route templates interned once each: there are as many as the application has routes.
+fn route_label(route: &str) -> &'static str {
+    static ROUTES: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    if let Some(r) = ROUTES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+    {
+        return r;
+    }
+    let mut routes = ROUTES.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(r) = routes.get(route) {
+        return r;
+    }
+    let interned: &'static str = Box::leak(route.into());
+    routes.insert(interned);
+    interned
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +83,8 @@ pub struct Metrics {
     http: Family<HttpLabels, Histogram, fn() -> Histogram>,
     upstream: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     cache: Family<ResultLabels, Counter>,
+    /// `cache{result="hit"}`, resolved once: it is counted on every cached read.
+    cache_hit: Counter,
     rate_limit: Family<LimitLabels, Counter>,
     logins: Family<ResultLabels, Counter>,
     jwks_refreshes: Family<ResultLabels, Counter>,
@@ -70,7 +109,8 @@ impl Metrics {
         let upstream = Family::<UpstreamLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
-        let cache = Family::default();
+        let cache = Family::<ResultLabels, Counter>::default();
+        let cache_hit = cache.get_or_create(&ResultLabels { result: "hit" }).clone();
         let rate_limit = Family::default();
         let logins = Family::default();
         let jwks_refreshes = Family::default();
@@ -128,6 +168,7 @@ impl Metrics {
             http,
             upstream,
             cache,
+            cache_hit,
             rate_limit,
             logins,
             jwks_refreshes,
@@ -137,12 +178,13 @@ impl Metrics {
         }
     }
 
-    /// One finished HTTP request.
+    /// One finished HTTP request. `route` must be a route template (or another value from
+    /// a small fixed set), never a raw path: each distinct value is kept for good.
     pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.http
             .get_or_create(&HttpLabels {
-                route: route.to_string(),
-                method: method.to_string(),
+                route: route_label(route),
+                method: method_label(method),
                 status,
             })
             .observe(elapsed.as_secs_f64());
@@ -157,7 +199,11 @@ impl Metrics {
 
     /// One cache lookup: `hit`, `miss` or `stale`.
     pub fn cache(&self, result: &'static str) {
-        self.cache.get_or_create(&ResultLabels { result }).inc();
+        if result == "hit" {
+            self.cache_hit.inc();
+        } else {
+            self.cache.get_or_create(&ResultLabels { result }).inc();
+        }
     }
 
     /// One rate-limit decision.
@@ -224,5 +270,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("audience_gateway_redis_up -1"), "{text}");
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = Metrics::new();
+        m.http_request("unmatched", "FOO", 405, Duration::from_millis(1));
+        m.http_request("unmatched", "BAR", 405, Duration::from_millis(1));
+        let text = m.render();
+        assert!(
+            text.contains(
+                "audience_gateway_http_request_duration_seconds_count{route=\"unmatched\",method=\"other\",status=\"405\"} 2"
+            ),
+            "{text}"
+        );
     }
 }

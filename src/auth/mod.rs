@@ -7,8 +7,10 @@
 mod keys;
 pub mod mint;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,6 +83,25 @@ pub struct Authenticator {
     verified: moka::sync::Cache<Box<str>, Arc<Caller>>,
     /// JWKS revocation count the verified cache was last emptied for.
     seen_revocations: std::sync::atomic::AtomicU64,
+    /// Identity in [`LAST_VERIFIED`].
+    id: u64,
+}
+
+/// Tells authenticators apart in [`LAST_VERIFIED`] (tests run several in one thread).
+static NEXT_AUTHENTICATOR_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The token this thread verified last: a caller sends the same token request after
+    /// request, and comparing it costs less than hashing it for the shared cache. Valid
+    /// only for the same authenticator and the same JWKS revocation count.
+    static LAST_VERIFIED: RefCell<Option<LastVerified>> = const { RefCell::new(None) };
+}
+
+struct LastVerified {
+    authenticator: u64,
+    revocations: u64,
+    token: Box<str>,
+    caller: Arc<Caller>,
 }
 
 struct UntilExp;
@@ -160,6 +181,7 @@ impl Authenticator {
                 .expire_after(UntilExp)
                 .build(),
             seen_revocations: Default::default(),
+            id: NEXT_AUTHENTICATOR_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -187,26 +209,56 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid("the token is too large"));
         }
+        let mut revocations = 0;
         if let Some(jwks) = &self.jwks {
-            let now = jwks.revocations();
+            revocations = jwks.revocations();
             if self
                 .seen_revocations
-                .swap(now, std::sync::atomic::Ordering::AcqRel)
-                != now
+                .swap(revocations, std::sync::atomic::Ordering::AcqRel)
+                != revocations
             {
                 self.verified.invalidate_all();
             }
         }
+        let now = now_secs();
+        if let Some(caller) = self.last_verified(token, revocations) {
+            if caller.expires_at > now {
+                return Ok(caller);
+            }
+        }
         if let Some(caller) = self.verified.get(token) {
-            if caller.expires_at > now_secs() {
+            if caller.expires_at > now {
+                self.remember(token, revocations, &caller);
                 return Ok(caller);
             }
         }
         let caller = Arc::new(self.verify(token).await?);
         if caller.expires_at > now_secs() {
             self.verified.insert(token.into(), caller.clone());
+            self.remember(token, revocations, &caller);
         }
         Ok(caller)
+    }
+
+    /// This thread's last verified token, if it is `token` and no key was revoked since.
+    fn last_verified(&self, token: &str, revocations: u64) -> Option<Arc<Caller>> {
+        LAST_VERIFIED.with(|last| {
+            last.borrow().as_ref().and_then(|l| {
+                (l.authenticator == self.id && l.revocations == revocations && *l.token == *token)
+                    .then(|| l.caller.clone())
+            })
+        })
+    }
+
+    fn remember(&self, token: &str, revocations: u64, caller: &Arc<Caller>) {
+        LAST_VERIFIED.with(|last| {
+            *last.borrow_mut() = Some(LastVerified {
+                authenticator: self.id,
+                revocations,
+                token: token.into(),
+                caller: caller.clone(),
+            });
+        });
     }
 
     /// Verifies a bare token (no `Bearer`), bypassing the verified-token cache.
@@ -351,9 +403,10 @@ impl<S: Scope> std::ops::Deref for Authorized<S> {
     }
 }
 
-/// The subject of the request's caller, kept in request extensions for the access log.
+/// The request's caller, kept in request extensions for the access log (which logs its
+/// subject). Shared, not copied: every authenticated request sets it.
 #[derive(Clone)]
-pub struct CallerSubject(pub String);
+pub struct CallerSubject(pub Arc<Caller>);
 
 impl<S: Scope + 'static> FromRequest for Authorized<S> {
     type Error = ApiError;
@@ -367,14 +420,20 @@ impl<S: Scope + 'static> FromRequest for Authorized<S> {
                 .ok_or(ApiError::Internal)?
                 .clone();
             let header = match req.headers().get(AUTHORIZATION) {
-                Some(v) => Some(v.to_str().map_err(|_| ApiError::Unauthorized {
-                    detail: "the Authorization header is not valid text".into(),
-                })?),
+                // Parsed header values hold no control characters, so ASCII is exactly
+                // what `to_str` accepts; `is_ascii` checks a word at a time.
+                Some(v) => Some(
+                    std::str::from_utf8(v.as_bytes())
+                        .ok()
+                        .filter(|s| s.is_ascii())
+                        .ok_or_else(|| ApiError::Unauthorized {
+                            detail: "the Authorization header is not valid text".into(),
+                        })?,
+                ),
                 None => None,
             };
             let caller = state.auth.authenticate(header).await?;
-            req.extensions_mut()
-                .insert(CallerSubject(caller.sub.clone()));
+            req.extensions_mut().insert(CallerSubject(caller.clone()));
             if !caller.scopes.contains(S::NAME) {
                 return Err(ApiError::Forbidden { scope: S::NAME });
             }

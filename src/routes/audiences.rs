@@ -82,7 +82,7 @@ async fn cached_view(
     let id = path_id(raw_id)?;
     let (entry, outcome) = state
         .cache
-        .get(&state.upstream, ctx, id, wants_refresh(req))
+        .get_view(&state.upstream, ctx, id, wants_refresh(req), view)
         .await?;
     Ok(render_view(req, &entry, outcome, view))
 }
@@ -99,7 +99,8 @@ fn render_view(
     } else {
         json_bytes(StatusCode::OK, rep.body.clone())
     };
-    set_header(&mut resp, header::ETAG, &rep.etag);
+    resp.headers_mut()
+        .insert(header::ETAG, rep.etag_header.clone());
     set_header(&mut resp, header::CACHE_CONTROL, &outcome.cache_control());
     set_header(&mut resp, CACHE_STATUS, &outcome.cache_status());
     resp

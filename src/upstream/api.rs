@@ -147,6 +147,13 @@ pub struct Envelope<T> {
     pub success: Option<bool>,
 }
 
+/// The envelope without its `data`, which serde skips without building anything.
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    status: Option<EnvelopeStatus>,
+    success: Option<bool>,
+}
+
 /// `status` of the envelope.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -168,28 +175,59 @@ pub enum Decoded<T> {
     Malformed(String),
 }
 
-/// Decodes an envelope body: `success: false` or a non-zero status code is a failure.
-pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Decoded<T> {
-    let env: Envelope<Value> = match serde_json::from_slice(body) {
-        Ok(env) => env,
-        Err(e) => return Decoded::Malformed(format!("not an envelope: {e}")),
-    };
-    let status_code = env.status.as_ref().and_then(|s| s.status_code).unwrap_or(0);
-    let message = env.status.and_then(|s| s.message);
-    match env.success {
-        Some(true) if status_code == 0 => {}
-        Some(_) => {
-            return Decoded::Failed {
-                status_code: if status_code == 0 { -1 } else { status_code },
-                message,
-            }
-        }
-        None => return Decoded::Malformed("envelope without `success`".into()),
+/// The failure an envelope reports (status code and message), if any.
+fn failure_of(
+    status: Option<EnvelopeStatus>,
+    success: Option<bool>,
+) -> Result<Option<(i64, Option<String>)>, String> {
+    let status_code = status.as_ref().and_then(|s| s.status_code).unwrap_or(0);
+    match success {
+        Some(true) if status_code == 0 => Ok(None),
+        Some(_) => Ok(Some((
+            if status_code == 0 { -1 } else { status_code },
+            status.and_then(|s| s.message),
+        ))),
+        None => Err("envelope without `success`".into()),
     }
-    match env.data.map(serde_json::from_value::<T>) {
-        Some(Ok(data)) => Decoded::Ok(data),
-        Some(Err(e)) => Decoded::Malformed(format!("unexpected `data`: {e}")),
-        None => Decoded::Malformed("envelope without `data`".into()),
+}
+
+/// The failure an envelope reports, read without decoding `data`; `Err` when the body is
+/// no envelope.
+fn failure(body: &[u8]) -> Result<Option<(i64, Option<String>)>, String> {
+    let head: EnvelopeHead =
+        serde_json::from_slice(body).map_err(|e| format!("not an envelope: {e}"))?;
+    failure_of(head.status, head.success)
+}
+
+/// The envelope's failure status code, if it reports a failure (for checks that do not
+/// need the data, such as an expired session).
+pub fn failure_code(body: &[u8]) -> Option<i64> {
+    failure(body).ok().flatten().map(|(code, _)| code)
+}
+
+/// Decodes an envelope body: `success: false` or a non-zero status code is a failure.
+///
+/// One pass straight into `T` (no intermediate `serde_json::Value`); only when that fails
+/// is the body read again, without `data`, to tell a refusal from a malformed answer.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Decoded<T> {
+    let failed = |(status_code, message)| Decoded::Failed {
+        status_code,
+        message,
+    };
+    match serde_json::from_slice::<Envelope<T>>(body) {
+        Ok(env) => match failure_of(env.status, env.success) {
+            Err(why) => Decoded::Malformed(why),
+            Ok(Some(f)) => failed(f),
+            Ok(None) => match env.data {
+                Some(data) => Decoded::Ok(data),
+                None => Decoded::Malformed("envelope without `data`".into()),
+            },
+        },
+        Err(e) => match failure(body) {
+            Err(why) => Decoded::Malformed(why),
+            Ok(Some(f)) => failed(f),
+            Ok(None) => Decoded::Malformed(format!("unexpected `data`: {e}")),
+        },
     }
 }
 
@@ -506,6 +544,16 @@ mod tests {
             decode::<bool>(body),
             Decoded::Failed { status_code: 7, .. }
         ));
+    }
+
+    #[test]
+    fn failure_code_reads_only_the_status() {
+        let expired =
+            br#"{"data":{"x":[1,2,{"y":null}]},"status":{"statusCode":401},"success":false}"#;
+        assert_eq!(failure_code(expired), Some(401));
+        let ok = br#"{"data":{"id":1},"status":{"statusCode":0},"success":true}"#;
+        assert_eq!(failure_code(ok), None);
+        assert_eq!(failure_code(b"<html>"), None);
     }
 
     #[test]

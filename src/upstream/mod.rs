@@ -110,7 +110,7 @@ enum Exchange {
 /// The Digital Audience API client.
 pub struct UpstreamClient {
     http: reqwest::Client,
-    base: String,
+    base_url: reqwest::Url,
     identity: Arc<str>,
     username: Option<String>,
     password: Option<SecretString>,
@@ -146,7 +146,7 @@ impl UpstreamClient {
         let identity: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self {
             http,
-            base,
+            base_url: reqwest::Url::parse(&base)?,
             identity: identity.into(),
             username: s.username.clone(),
             password: s.password.clone(),
@@ -502,7 +502,13 @@ impl UpstreamClient {
         body: Option<&[u8]>,
         cookie: Option<&SessionCookie>,
     ) -> reqwest::RequestBuilder {
-        let url = format!("{}{}", self.base, op.path(id));
+        // The parsed base with the path replaced: no URL (host, IDNA) parsing per call.
+        let mut url = self.base_url.clone();
+        url.set_path(&format!(
+            "{}{}",
+            self.base_url.path().trim_end_matches('/'),
+            op.path(id)
+        ));
         let mut req = self
             .http
             .request(op.method(), url)
@@ -554,10 +560,8 @@ impl UpstreamClient {
         if !(status.is_success() || envelope_404) {
             return Err(Attempt::Failed(http_status_error(status), true));
         }
-        if let Decoded::Failed { status_code, .. } = api::decode::<serde_json::Value>(&bytes) {
-            if status_code == api::status_codes::UNAUTHORIZED {
-                return Ok(Exchange::SessionExpired);
-            }
+        if api::failure_code(&bytes) == Some(api::status_codes::UNAUTHORIZED) {
+            return Ok(Exchange::SessionExpired);
         }
         Ok(Exchange::Body(bytes))
     }

@@ -1,0 +1,352 @@
+//! The JSON log line, written straight into the output buffer.
+//!
+//! Same shape as tracing-subscriber's `json().flatten_event(true).with_current_span(true)`
+//! (`timestamp`, `level`, the event's fields, `target`, and `span` with the current span's
+//! fields and name), but cheaper: span fields are formatted once as JSON members and pasted
+//! into each line, where tracing-subscriber parses them back into a `serde_json::Value` for
+//! every event, and no field value goes through an intermediate `String`.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Formats events as one JSON object per line.
+pub struct JsonEvent;
+
+/// Formats span fields as JSON members (`"k":v,"k2":v2`), pasted into every line.
+pub struct JsonFields;
+
+impl<S, N> FormatEvent<S, N> for JsonEvent
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // Built in a plain String (inlined pushes), handed to the writer in one call.
+        thread_local! {
+            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            let meta = event.metadata();
+            line.push_str("{\"timestamp\":\"");
+            push_timestamp(&mut line);
+            line.push_str("\",\"level\":\"");
+            line.push_str(meta.level().as_str());
+            line.push('"');
+            let mut fields = Members::new(&mut line, false);
+            event.record(&mut fields);
+            line.push_str(",\"target\":");
+            push_escaped(&mut line, meta.target());
+            let span = if event.is_root() {
+                None
+            } else {
+                event
+                    .parent()
+                    .and_then(|id| ctx.span(id))
+                    .or_else(|| ctx.lookup_current())
+            };
+            if let Some(span) = span {
+                line.push_str(",\"span\":{");
+                let extensions = span.extensions();
+                if let Some(f) = extensions.get::<FormattedFields<N>>() {
+                    if !f.is_empty() {
+                        line.push_str(f.as_str());
+                        line.push(',');
+                    }
+                }
+                line.push_str("\"name\":");
+                push_escaped(&mut line, span.name());
+                line.push('}');
+            }
+            line.push_str("}\n");
+            writer.write_str(&line)
+        })
+    }
+}
+
+impl<'w> FormatFields<'w> for JsonFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut out = String::new();
+        fields.record(&mut Members::new(&mut out, true));
+        writer.write_str(&out)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let first = current.is_empty();
+        fields.record(&mut Members::new(&mut current.fields, first));
+        Ok(())
+    }
+}
+
+/// Appends each recorded field as a JSON member, with a comma before all but the first.
+struct Members<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Members<'a> {
+    fn new(out: &'a mut String, first: bool) -> Self {
+        Self { out, first }
+    }
+
+    /// Starts a member: `,"name":`. Field names are Rust identifiers (or string literals
+    /// in the macros), so they are escaped like any other string.
+    fn key(&mut self, field: &Field) -> &mut String {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(',');
+        }
+        push_escaped(self.out, field.name());
+        self.out.push(':');
+        self.out
+    }
+}
+
+impl Visit for Members<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        push_escaped(self.key(field), value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let out = self.key(field);
+        out.push('"');
+        let _ = write!(Escaping(out), "{value:?}");
+        out.push('"');
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let out = self.key(field);
+        out.push('"');
+        let _ = write!(Escaping(out), "{value}");
+        out.push('"');
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        let out = self.key(field);
+        if value < 0 {
+            out.push('-');
+        }
+        push_u64(out, value.unsigned_abs());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        push_u64(self.key(field), value);
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        let _ = write!(self.key(field), "{value}");
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        let _ = write!(self.key(field), "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field)
+            .push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let out = self.key(field);
+        if value.is_finite() {
+            let _ = write!(out, "{value}");
+        } else {
+            out.push_str("null");
+        }
+    }
+}
+
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+}
+
+/// A JSON string literal.
+fn push_escaped(out: &mut String, s: &str) {
+    out.push('"');
+    let _ = Escaping(out).write_str(s);
+    out.push('"');
+}
+
+/// Escapes what is written through it for the inside of a JSON string.
+struct Escaping<'a>(&'a mut String);
+
+impl Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut start = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.push_str(&s[start..i]);
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.push_str(escape);
+            }
+            start = i + 1;
+        }
+        self.0.push_str(&s[start..]);
+        Ok(())
+    }
+}
+
+/// RFC 3339 UTC with microseconds, as tracing-subscriber writes it. The part up to the
+/// seconds is formatted once per second and thread.
+fn push_timestamp(out: &mut String) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let at = i64::try_from(secs)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .unwrap_or_default();
+            cached.1.clear();
+            let _ = write!(cached.1, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
+            cached.0 = secs;
+        }
+        out.push_str(&cached.1);
+    });
+    let micros = now.subsec_micros();
+    out.push('.');
+    let mut digits = [b'0'; 6];
+    let mut v = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+    out.push('Z');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .event_format(JsonEvent)
+            .fmt_fields(JsonFields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    #[test]
+    fn lines_have_the_tracing_subscriber_json_shape() {
+        let out = lines(|| {
+            let span = tracing::info_span!("request", request_id = "r-1");
+            span.in_scope(|| {
+                tracing::info!(
+                    target: "access",
+                    method = "GET",
+                    status = 200u16,
+                    latency_ms = 0.25,
+                    weird = "a\"b\\c\nd\u{1}",
+                    debug = ?("x", 1),
+                    "request"
+                );
+            });
+            tracing::warn!(count = -3i64, ok = true, nan = f64::NAN, "outside");
+        });
+        assert_eq!(out.len(), 2);
+        let a = &out[0];
+        assert_eq!(a["level"], "INFO");
+        assert_eq!(a["message"], "request");
+        assert_eq!(a["target"], "access");
+        assert_eq!(a["method"], "GET");
+        assert_eq!(a["status"], 200);
+        assert_eq!(a["latency_ms"], 0.25);
+        assert_eq!(a["weird"], "a\"b\\c\nd\u{1}");
+        assert_eq!(a["debug"], "(\"x\", 1)");
+        assert_eq!(a["span"]["request_id"], "r-1");
+        assert_eq!(a["span"]["name"], "request");
+        let ts = a["timestamp"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+        assert!(ts.ends_with('Z') && ts.len() == 27, "{ts}");
+        let b = &out[1];
+        assert_eq!(b["level"], "WARN");
+        assert_eq!(b["count"], -3);
+        assert_eq!(b["ok"], true);
+        assert!(b["nan"].is_null());
+        assert!(b.get("span").is_none());
+    }
+
+    #[test]
+    fn recorded_span_fields_are_appended() {
+        let out = lines(|| {
+            let span = tracing::info_span!("call", op = "load", attempt = tracing::field::Empty);
+            span.record("attempt", 2u64);
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        assert_eq!(out[0]["span"]["op"], "load");
+        assert_eq!(out[0]["span"]["attempt"], 2);
+        assert_eq!(out[0]["span"]["name"], "call");
+    }
+}
