@@ -8,30 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::helpers::vendor::{audience as audience_json, envelope, mount_login};
 use crate::helpers::*;
 
 const LOAD: &str = "/audience/loadAudienceById/1001";
-
-pub fn envelope(data: serde_json::Value) -> serde_json::Value {
-    json!({"data": data, "status": {"statusCode": 0, "message": null}, "success": true})
-}
-
-pub fn audience_json(id: i64, name: &str) -> serde_json::Value {
-    json!({"id": id, "name": name, "campaignId": 1, "activationStatus": "New", "crmData": null})
-}
-
-/// Mounts a login that always succeeds with cookie `s1`.
-pub async fn mount_login(mock: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path("/account/login"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("set-cookie", "digitalAudience=s1; Path=/; HttpOnly")
-                .set_body_json(envelope(json!(true))),
-        )
-        .mount(mock)
-        .await;
-}
 
 #[actix_web::test]
 async fn slow_upstream_answers_504_within_the_budget() {

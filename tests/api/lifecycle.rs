@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::faults::{audience_json, envelope, mount_login};
+use crate::helpers::vendor::{audience as audience_json, envelope, mount_login};
 use crate::helpers::SECRET;
 
 fn free_port() -> u16 {

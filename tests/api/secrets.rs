@@ -8,7 +8,7 @@ use serde_json::json;
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::faults::{audience_json, envelope};
+use crate::helpers::vendor::{audience as audience_json, envelope};
 use crate::helpers::*;
 
 const PASSWORD: &str = "pw-Sup3rS3cret-upstream";
