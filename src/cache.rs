@@ -180,8 +180,9 @@ pub struct AudienceCache {
     ttl: Duration,
     stale: Duration,
     entries: moka::future::Cache<Key, Arc<CachedAudience>>,
-    /// Platform accounts per upstream identity, serialized.
-    accounts: moka::future::Cache<Arc<str>, Bytes>,
+    /// Platform accounts per upstream identity, serialized, with their fetch time (kept
+    /// for the stale window too, like audiences).
+    accounts: moka::future::Cache<Arc<str>, (Bytes, Instant)>,
     /// Bumped by every write; a fetch that saw another value does not store.
     epoch: AtomicU64,
     metrics: Arc<Metrics>,
@@ -203,7 +204,7 @@ impl AudienceCache {
                 .build(),
             accounts: moka::future::Cache::builder()
                 .max_capacity(64)
-                .time_to_live(ttl.max(Duration::from_secs(1)))
+                .time_to_live((ttl + stale).max(Duration::from_secs(1)))
                 .build(),
             epoch: AtomicU64::new(0),
             metrics,
@@ -211,8 +212,13 @@ impl AudienceCache {
     }
 
     fn ttl_left(&self, e: &CachedAudience) -> Option<u64> {
+        self.fresh_for(e.fetched)
+    }
+
+    /// Whole seconds of freshness left for something fetched at `fetched` (None: expired).
+    fn fresh_for(&self, fetched: Instant) -> Option<u64> {
         self.ttl
-            .checked_sub(e.fetched.elapsed())
+            .checked_sub(fetched.elapsed())
             .filter(|d| !d.is_zero())
             .map(|d| d.as_secs().max(1))
     }
@@ -326,14 +332,14 @@ impl AudienceCache {
         }
     }
 
-    /// The platform-account list (serialized, without access tokens), cached per identity;
-    /// concurrent misses share one upstream call. Returns the body and whether it was a hit.
+    /// The platform-account list (serialized, without access tokens), cached per identity
+    /// with the same freshness, coalescing and stale-if-error rules as audiences.
     pub async fn platform_accounts(
         &self,
         upstream: &UpstreamClient,
         ctx: &CallContext,
-    ) -> Result<(Bytes, bool), UpstreamError> {
-        let load = async {
+    ) -> Result<(Bytes, Outcome), UpstreamError> {
+        let load = || async {
             let list = crate::domain::PlatformAccountList {
                 items: upstream.platform_accounts(ctx).await?,
             };
@@ -342,24 +348,68 @@ impl AudienceCache {
                 .map_err(|e| UpstreamError::Failure(format!("serialize: {e}")))
         };
         if !self.enabled {
-            return Ok((load.await?, false));
+            return Ok((load().await?, Outcome::Bypass));
         }
         let identity = upstream.identity();
-        if let Some(b) = self.accounts.get(&identity).await {
-            self.metrics.cache("hit");
-            return Ok((b, true));
+        let existing = self.accounts.get(&identity).await;
+        if let Some((body, fetched)) = &existing {
+            if let Some(ttl) = self.fresh_for(*fetched) {
+                self.metrics.cache("hit");
+                return Ok((body.clone(), Outcome::Hit { ttl }));
+            }
         }
-        let body =
-            self.accounts
-                .try_get_with(identity, load)
-                .await
-                .map_err(|e: Arc<UpstreamError>| match e.as_ref() {
-                    UpstreamError::Timeout => UpstreamError::Timeout,
-                    UpstreamError::Unavailable(m, r) => UpstreamError::Unavailable(m.clone(), *r),
-                    other => UpstreamError::Failure(other.to_string()),
-                })?;
-        self.metrics.cache("miss");
-        Ok((body, false))
+        let mut fetched_now = None;
+        let slot = &mut fetched_now;
+        let result = self
+            .accounts
+            .entry(identity)
+            .and_try_compute_with(move |current| async move {
+                // Someone else refreshed it while we waited for the key lock.
+                if current.is_some_and(|e| self.fresh_for(e.value().1).is_some()) {
+                    return Ok(Op::Nop);
+                }
+                let body = load().await?;
+                *slot = Some(body.clone());
+                Ok::<_, UpstreamError>(Op::Put((body, Instant::now())))
+            })
+            .await;
+        match (result, fetched_now) {
+            (Ok(_), Some(body)) => {
+                self.metrics.cache("miss");
+                Ok((
+                    body,
+                    Outcome::Miss {
+                        ttl: self.ttl.as_secs(),
+                    },
+                ))
+            }
+            (Ok(r), None) => match r.into_entry() {
+                Some(e) => {
+                    let (body, fetched) = e.into_value();
+                    self.metrics.cache("hit");
+                    Ok((
+                        body,
+                        Outcome::Hit {
+                            ttl: self.fresh_for(fetched).unwrap_or(0),
+                        },
+                    ))
+                }
+                None => Err(UpstreamError::Failure(
+                    "cache fill produced no entry".into(),
+                )),
+            },
+            (Err(err), _) => match existing {
+                Some((body, fetched))
+                    if err.is_transient() && fetched.elapsed() < self.ttl + self.stale =>
+                {
+                    tracing::warn!(error = %err, "upstream failed; serving stale platform accounts");
+                    self.metrics.cache("stale");
+                    let past = fetched.elapsed().saturating_sub(self.ttl).as_secs();
+                    Ok((body, Outcome::Stale { age_past_ttl: past }))
+                }
+                _ => Err(err),
+            },
+        }
     }
 
     /// Drops an audience after a write, so no later read sees the old version.

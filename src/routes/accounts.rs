@@ -1,6 +1,6 @@
 //! `/v1/platform-accounts`.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{get, web, HttpResponse};
 
 use super::{json_bytes, set_header};
@@ -18,13 +18,15 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 /// List platform accounts
 ///
 /// The ad platform accounts audiences can be activated on. Platform access tokens are never
-/// included. Cached by the gateway.
+/// included. Cached by the gateway; when the upstream fails, a recently expired copy is
+/// served and marked stale in `Cache-Status`.
 #[utoipa::path(
     operation_id = "listPlatformAccounts",
     tag = "platform-accounts",
     responses(
         (status = 200, description = "The platform accounts", body = PlatformAccountList, headers(
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit or miss"),
+            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
@@ -35,20 +37,16 @@ async fn list_platform_accounts(
     state: web::Data<AppState>,
     ctx: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
-    let (body, hit) = state
+    let (body, outcome) = state
         .cache
         .platform_accounts(&state.upstream, &ctx.0)
         .await?;
     let mut resp = json_bytes(StatusCode::OK, body);
-    let status = if hit {
-        "audience-gateway; hit"
-    } else {
-        "audience-gateway; fwd=uri-miss; stored"
-    };
+    set_header(&mut resp, header::CACHE_CONTROL, &outcome.cache_control());
     set_header(
         &mut resp,
-        actix_web::http::header::HeaderName::from_static("cache-status"),
-        status,
+        header::HeaderName::from_static("cache-status"),
+        &outcome.cache_status(),
     );
     Ok(resp)
 }

@@ -82,10 +82,14 @@ async fn views_are_counted_once_on_the_simulator_and_accounts_have_their_own_ent
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(&resp, "cache-status"),
-        "audience-gateway; fwd=uri-miss; stored"
+        "audience-gateway; fwd=uri-miss; stored; ttl=30"
     );
     let resp = app.get("/v1/platform-accounts").await;
-    assert_eq!(header(&resp, "cache-status"), "audience-gateway; hit");
+    let status = header(&resp, "cache-status");
+    assert!(
+        status.starts_with("audience-gateway; hit; ttl="),
+        "{status}"
+    );
     assert_eq!(app.sim().call_count("loadPlatformAccounts"), 1);
     assert_eq!(app.sim().call_count("loadAudience"), 1);
 }

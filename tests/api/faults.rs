@@ -303,3 +303,42 @@ async fn the_gateway_starts_and_serves_without_its_upstream() {
     let resp = app.get("/v1/audiences/1001").await;
     assert_eq!(resp.status(), 503);
 }
+
+#[actix_web::test]
+async fn platform_accounts_are_served_stale_through_an_outage() {
+    let app = spawn_with_sandbox(&[
+        ("GATEWAY_CACHE__TTL_SECS", "1"),
+        ("GATEWAY_CACHE__STALE_SECS", "60"),
+        ("GATEWAY_UPSTREAM__RETRIES", "0"),
+    ])
+    .await;
+    let resp = app.get("/v1/platform-accounts").await;
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "cache-status").contains("fwd=uri-miss"));
+    let fresh: serde_json::Value = resp.json().await.unwrap();
+    let resp = app.get("/v1/platform-accounts").await;
+    assert!(
+        header(&resp, "cache-status").contains("hit"),
+        "{}",
+        header(&resp, "cache-status")
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.sim().set_down(true);
+    let calls_before = app.sim().call_count("loadPlatformAccounts");
+    let resp = app.get("/v1/platform-accounts").await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        header(&resp, "cache-status").contains("fwd=stale"),
+        "{}",
+        header(&resp, "cache-status")
+    );
+    assert_eq!(header(&resp, "cache-control"), "private, max-age=0");
+    let stale: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(stale, fresh);
+    assert_eq!(
+        app.sim().call_count("loadPlatformAccounts"),
+        calls_before + 1,
+        "it did try the upstream"
+    );
+}
