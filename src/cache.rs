@@ -259,15 +259,28 @@ impl AudienceCache {
                 self.metrics.cache(if fetched { "miss" } else { "hit" });
                 Ok((entry, outcome))
             }
-            Err(err) => match existing {
-                Some(e) if err.is_transient() && e.fetched.elapsed() < self.ttl + self.stale => {
-                    tracing::warn!(error = %err, audience = id, "upstream failed; serving stale entry");
-                    self.metrics.cache("stale");
-                    let past = e.fetched.elapsed().saturating_sub(self.ttl).as_secs();
-                    Ok((e, Outcome::Stale { age_past_ttl: past }))
-                }
-                _ => Err(err),
-            },
+            Err(err) => self.stale_if_error(err, existing.map(|e| (e.fetched, e))),
+        }
+    }
+
+    /// Stale-if-error, for audiences and platform accounts alike: a transient upstream
+    /// failure is answered with the copy fetched at `fetched` while it is within the stale
+    /// window; anything else stays an error.
+    fn stale_if_error<T>(
+        &self,
+        err: UpstreamError,
+        existing: Option<(Instant, T)>,
+    ) -> Result<(T, Outcome), UpstreamError> {
+        match existing {
+            Some((fetched, value))
+                if err.is_transient() && fetched.elapsed() < self.ttl + self.stale =>
+            {
+                tracing::warn!(error = %err, "upstream failed; serving a stale copy");
+                self.metrics.cache("stale");
+                let past = fetched.elapsed().saturating_sub(self.ttl).as_secs();
+                Ok((value, Outcome::Stale { age_past_ttl: past }))
+            }
+            _ => Err(err),
         }
     }
 
@@ -398,17 +411,7 @@ impl AudienceCache {
                     "cache fill produced no entry".into(),
                 )),
             },
-            (Err(err), _) => match existing {
-                Some((body, fetched))
-                    if err.is_transient() && fetched.elapsed() < self.ttl + self.stale =>
-                {
-                    tracing::warn!(error = %err, "upstream failed; serving stale platform accounts");
-                    self.metrics.cache("stale");
-                    let past = fetched.elapsed().saturating_sub(self.ttl).as_secs();
-                    Ok((body, Outcome::Stale { age_past_ttl: past }))
-                }
-                _ => Err(err),
-            },
+            (Err(err), _) => self.stale_if_error(err, existing.map(|(body, at)| (at, body))),
         }
     }
 
