@@ -64,9 +64,16 @@ impl Representation {
 
 /// A strong ETag from the body bytes (stable across replicas and restarts).
 pub fn strong_etag(body: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    let mut etag = String::with_capacity(34);
+    etag.push('"');
+    for b in &digest[..16] {
+        etag.push(char::from(HEX[usize::from(b >> 4)]));
+        etag.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    etag.push('"');
+    etag
 }
 
 /// A cached audience with its three representations.
@@ -157,6 +164,14 @@ impl Outcome {
         }
     }
 
+    /// `Cache-Control` and `Cache-Status` as header values.
+    fn header_values(self) -> (HeaderValue, HeaderValue) {
+        (
+            header_value(self.cache_control()),
+            header_value(self.cache_status()),
+        )
+    }
+
     /// `Cache-Control` value for the caller.
     pub fn cache_control(self) -> String {
         match self {
@@ -185,7 +200,19 @@ pub struct AudienceCache {
     accounts: moka::future::Cache<Arc<str>, (Bytes, Instant)>,
     /// Bumped by every write; a fetch that saw another value does not store.
     epoch: AtomicU64,
+    /// `Cache-Control` and `Cache-Status` of a hit, by seconds of freshness left (up to
+    /// [`HIT_HEADER_TABLE`]), built once: a hit copies two values instead of formatting.
+    hit_headers: Vec<(HeaderValue, HeaderValue)>,
     metrics: Arc<Metrics>,
+}
+
+/// Longest freshness, in seconds, whose hit headers are built in advance.
+const HIT_HEADER_TABLE: u64 = 600;
+
+/// A header value from text this module formats (ASCII, no control characters).
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 impl AudienceCache {
@@ -207,8 +234,40 @@ impl AudienceCache {
                 .time_to_live((ttl + stale).max(Duration::from_secs(1)))
                 .build(),
             epoch: AtomicU64::new(0),
+            hit_headers: (0..=s.ttl_secs.min(HIT_HEADER_TABLE))
+                .map(|ttl| Outcome::Hit { ttl }.header_values())
+                .collect(),
             metrics,
         }
+    }
+
+    /// `Cache-Control` and `Cache-Status` for an outcome.
+    pub fn header_values(&self, outcome: Outcome) -> (HeaderValue, HeaderValue) {
+        match outcome {
+            Outcome::Hit { ttl } => usize::try_from(ttl)
+                .ok()
+                .and_then(|i| self.hit_headers.get(i))
+                .cloned()
+                .unwrap_or_else(|| outcome.header_values()),
+            _ => outcome.header_values(),
+        }
+    }
+
+    /// A fresh entry for `(identity, id)`, if the cache holds one: the read that needs no
+    /// upstream call, no lock and no waiting. Counts a hit; anything else is left to
+    /// [`AudienceCache::get`].
+    pub async fn fresh(
+        &self,
+        identity: Arc<str>,
+        id: i64,
+    ) -> Option<(Arc<CachedAudience>, Outcome)> {
+        if !self.enabled {
+            return None;
+        }
+        let entry = self.entries.get(&Key { identity, id }).await?;
+        let ttl = self.ttl_left(&entry)?;
+        self.metrics.cache("hit");
+        Some((entry, Outcome::Hit { ttl }))
     }
 
     fn ttl_left(&self, e: &CachedAudience) -> Option<u64> {
@@ -446,6 +505,8 @@ mod tests {
     #[test]
     fn etag_is_strong_and_stable() {
         let a = strong_etag(b"{\"id\":1}");
+        // SHA-256 of `{"id":1}`, first 16 bytes in lower-case hex, quoted.
+        assert_eq!(a, "\"037c9214eef74cc3887f3a4f085b4e17\"");
         assert_eq!(a, strong_etag(b"{\"id\":1}"));
         assert_ne!(a, strong_etag(b"{\"id\":2}"));
         assert!(a.starts_with('"') && !a.starts_with("W/"));

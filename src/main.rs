@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: every request allocates many small, short-lived objects (headers, futures,
+/// JSON values); with glibc's malloc they cost about 10 µs of an upstream read
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = audience_gateway::cli::Cli::parse();

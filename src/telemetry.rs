@@ -9,7 +9,9 @@
 
 mod json;
 
+use std::borrow::Cow;
 use std::io::{BufWriter, Stderr, Write};
+use std::rc::Rc;
 use std::sync::{LazyLock, Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,10 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use tracing::Instrument;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::auth::CallerSubject;
@@ -28,7 +33,7 @@ use crate::upstream::CallContext;
 use crate::AppState;
 
 /// Request id header, accepted from callers and sent upstream.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Log lines wait here on their way to stderr: appending a line is a copy under an
 /// uncontended lock, and the write(2) happens once per 64 KiB or every [`FLUSH_EVERY`].
@@ -91,17 +96,42 @@ pub fn init(s: &LogSettings) {
             .event_format(json::JsonEvent)
             .fmt_fields(json::JsonFields)
             .try_init(),
-        LogFormat::Text => builder.compact().try_init(),
+        LogFormat::Text => builder
+            .event_format(TextEvent(fmt::format().compact()))
+            .try_init(),
     };
 }
 
-fn acceptable_request_id(v: &HeaderValue) -> Option<String> {
+/// The compact text line, with ` request_id=<id>` at the end while a request is served.
+struct TextEvent(fmt::format::Format<fmt::format::Compact>);
+
+impl<S, N> FormatEvent<S, N> for TextEvent
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Ok(id) = REQUEST_ID.try_with(Rc::clone) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        writeln!(writer, "{} request_id={id}", line.trim_end())
+    }
+}
+
+fn acceptable_request_id(v: &HeaderValue) -> Option<&str> {
     let s = v.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    ok.then(|| s.to_string())
+    ok.then_some(s)
 }
 
 /// W3C `traceparent`: version-traceid-parentid-flags, lower-case hex.
@@ -136,30 +166,39 @@ impl FromRequest for RequestContext {
     }
 }
 
+tokio::task_local! {
+    /// The id of the request whose code is running: every log line written meanwhile
+    /// carries it (`request_id`). Set per poll of the request's future, which costs a
+    /// thread-local swap where a tracing span costs an allocation, a registry slot and
+    /// enter/exit bookkeeping.
+    pub(crate) static REQUEST_ID: Rc<str>;
+}
+
+/// The caller's `X-Request-Id` when usable, else a new v4 UUID from the thread-local
+/// generator (no getrandom(2) per request).
+fn request_id(req: &ServiceRequest) -> Rc<str> {
+    if let Some(id) = req
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(acceptable_request_id)
+    {
+        return id.into();
+    }
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id: &str = uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut buf);
+    id.into()
+}
+
 /// The middleware described in the module docs.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(acceptable_request_id)
-        // A v4 UUID from the thread-local generator: no getrandom(2) per request.
-        .unwrap_or_else(|| {
-            uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string()
-        });
-    let traceparent = req
-        .headers()
-        .get("traceparent")
-        .and_then(acceptable_traceparent);
-    req.extensions_mut().insert(CallContext {
-        request_id: request_id.clone(),
-        traceparent,
-    });
+    let request_id = request_id(&req);
     let method = req.method().clone();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let limit = state
@@ -170,31 +209,54 @@ pub async fn request_context(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    // `&str` fields are written as they are; `%` would format them into a String first.
-    let span = tracing::info_span!("request", request_id = request_id.as_str());
-    // Handlers' errors arrive here as responses; only inner middleware can fail outright
-    // (e.g. CORS refusing an origin), and actix renders those itself.
-    let res = if head_bytes > limit {
-        let resp = actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge { limit });
-        req.into_response(resp)
-    } else {
-        next.call(req)
-            .instrument(span.clone())
-            .await?
-            .map_into_boxed_body()
+    let fresh = match &state {
+        Some(state) if head_bytes <= limit => {
+            crate::routes::audiences::serve_fresh(state, req.request()).await
+        }
+        _ => None,
     };
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".into());
-    let sub = res
-        .request()
-        .extensions()
-        .get::<CallerSubject>()
-        .map(|s| s.0.clone());
-    let mut res = fill_problem(res, &request_id);
+    // (response, route template, caller)
+    let (res, route, caller) = if let Some(hit) = fresh {
+        (
+            req.into_response(hit.response),
+            Cow::Borrowed(hit.route),
+            Some(hit.caller),
+        )
+    } else {
+        let res = if head_bytes > limit {
+            let resp =
+                actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge { limit });
+            req.into_response(resp)
+        } else {
+            let traceparent = req
+                .headers()
+                .get("traceparent")
+                .and_then(acceptable_traceparent);
+            req.extensions_mut().insert(CallContext {
+                request_id: request_id.to_string(),
+                traceparent,
+            });
+            // Handlers' errors arrive here as responses; only inner middleware can fail
+            // outright (e.g. CORS refusing an origin), and actix renders those itself.
+            REQUEST_ID
+                .scope(request_id.clone(), next.call(req))
+                .await?
+                .map_into_boxed_body()
+        };
+        let route = res
+            .request()
+            .match_pattern()
+            .map_or(Cow::Borrowed("unmatched"), Cow::Owned);
+        let caller = res
+            .request()
+            .extensions()
+            .get::<CallerSubject>()
+            .map(|s| s.0.clone());
+        (fill_problem(res, &request_id), route, caller)
+    };
+    let mut res = res;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(REQUEST_ID, v);
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
@@ -203,15 +265,15 @@ pub async fn request_context(
             .metrics
             .http_request(&route, method.as_str(), status, elapsed);
     }
-    span.in_scope(|| {
+    REQUEST_ID.sync_scope(request_id, || {
         tracing::info!(
             target: "access",
             method = method.as_str(),
-            route = route.as_str(),
+            route = &*route,
             status,
             // Whole microseconds: a short number to write.
             latency_ms = elapsed.as_micros() as f64 / 1000.0,
-            sub = sub.as_ref().map_or("-", |caller| caller.sub.as_str()),
+            sub = caller.as_ref().map_or("-", |caller| caller.sub.as_str()),
             "request"
         );
     });
@@ -238,7 +300,7 @@ mod tests {
     #[test]
     fn request_ids_are_sanitised() {
         let ok = HeaderValue::from_static("abc-123_x.y:z");
-        assert_eq!(acceptable_request_id(&ok).as_deref(), Some("abc-123_x.y:z"));
+        assert_eq!(acceptable_request_id(&ok), Some("abc-123_x.y:z"));
         let bad = HeaderValue::from_static("abc def");
         assert_eq!(acceptable_request_id(&bad), None);
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();

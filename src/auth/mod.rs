@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use base64::Engine;
 use futures_util::future::LocalBoxFuture;
@@ -192,45 +192,10 @@ impl Authenticator {
 
     /// Verifies the value of an `Authorization` header.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Arc<Caller>, AuthError> {
-        let header = header.ok_or(AuthError::Missing)?;
-        let token = match header.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            // HTTP strips trailing blanks, so `Bearer ` with no token arrives as `Bearer`.
-            None if header.trim().eq_ignore_ascii_case("bearer") => "",
-            _ => {
-                return Err(AuthError::Invalid(
-                    "the Authorization scheme must be Bearer",
-                ))
-            }
-        };
-        if token.is_empty() {
-            return Err(AuthError::Missing);
-        }
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::Invalid("the token is too large"));
-        }
-        let mut revocations = 0;
-        if let Some(jwks) = &self.jwks {
-            revocations = jwks.revocations();
-            if self
-                .seen_revocations
-                .swap(revocations, std::sync::atomic::Ordering::AcqRel)
-                != revocations
-            {
-                self.verified.invalidate_all();
-            }
-        }
-        let now = now_secs();
-        if let Some(caller) = self.last_verified(token, revocations) {
-            if caller.expires_at > now {
-                return Ok(caller);
-            }
-        }
-        if let Some(caller) = self.verified.get(token) {
-            if caller.expires_at > now {
-                self.remember(token, revocations, &caller);
-                return Ok(caller);
-            }
+        let token = bearer_token(header.ok_or(AuthError::Missing)?)?;
+        let revocations = self.revocations();
+        if let Some(caller) = self.known(token, revocations) {
+            return Ok(caller);
         }
         let caller = Arc::new(self.verify(token).await?);
         if caller.expires_at > now_secs() {
@@ -238,6 +203,39 @@ impl Authenticator {
             self.remember(token, revocations, &caller);
         }
         Ok(caller)
+    }
+
+    /// The caller of the request's `Authorization` header if its token was verified before,
+    /// has not expired since and grants scope `S`; `None` for anything else (no header, an
+    /// unknown or expired token, a missing scope), which only the [`Authorized`] extractor
+    /// decides and answers. Never checks a signature, never waits.
+    pub fn authorized_known<S: Scope>(&self, headers: &HeaderMap) -> Option<Arc<Caller>> {
+        let token = bearer_token(header_text(headers.get(AUTHORIZATION)?)?).ok()?;
+        self.known(token, self.revocations())
+            .filter(|caller| caller.scopes.contains(S::NAME))
+    }
+
+    /// The JWKS revocation count; a change empties the verified-token cache first.
+    fn revocations(&self) -> u64 {
+        let Some(jwks) = &self.jwks else { return 0 };
+        let revocations = jwks.revocations();
+        if self.seen_revocations.swap(revocations, Ordering::AcqRel) != revocations {
+            self.verified.invalidate_all();
+        }
+        revocations
+    }
+
+    /// A verified, unexpired caller for `token` from this thread's memo or the shared cache.
+    fn known(&self, token: &str, revocations: u64) -> Option<Arc<Caller>> {
+        let now = now_secs();
+        if let Some(caller) = self.last_verified(token, revocations) {
+            if caller.expires_at > now {
+                return Some(caller);
+            }
+        }
+        let caller = self.verified.get(token).filter(|c| c.expires_at > now)?;
+        self.remember(token, revocations, &caller);
+        Some(caller)
     }
 
     /// This thread's last verified token, if it is `token` and no key was revoked since.
@@ -346,6 +344,35 @@ impl Authenticator {
     }
 }
 
+/// A header value as text. Parsed header values hold no control characters, so ASCII is
+/// exactly what `to_str` accepts; `is_ascii` checks a word at a time.
+fn header_text(v: &HeaderValue) -> Option<&str> {
+    std::str::from_utf8(v.as_bytes())
+        .ok()
+        .filter(|s| s.is_ascii())
+}
+
+/// The token of an `Authorization: Bearer <token>` value, checked for presence and size.
+fn bearer_token(header: &str) -> Result<&str, AuthError> {
+    let token = match header.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        // HTTP strips trailing blanks, so `Bearer ` with no token arrives as `Bearer`.
+        None if header.trim().eq_ignore_ascii_case("bearer") => "",
+        _ => {
+            return Err(AuthError::Invalid(
+                "the Authorization scheme must be Bearer",
+            ))
+        }
+    };
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Invalid("the token is too large"));
+    }
+    Ok(token)
+}
+
 fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
     use jsonwebtoken::errors::ErrorKind::*;
     match e.kind() {
@@ -420,16 +447,9 @@ impl<S: Scope + 'static> FromRequest for Authorized<S> {
                 .ok_or(ApiError::Internal)?
                 .clone();
             let header = match req.headers().get(AUTHORIZATION) {
-                // Parsed header values hold no control characters, so ASCII is exactly
-                // what `to_str` accepts; `is_ascii` checks a word at a time.
-                Some(v) => Some(
-                    std::str::from_utf8(v.as_bytes())
-                        .ok()
-                        .filter(|s| s.is_ascii())
-                        .ok_or_else(|| ApiError::Unauthorized {
-                            detail: "the Authorization header is not valid text".into(),
-                        })?,
-                ),
+                Some(v) => Some(header_text(v).ok_or_else(|| ApiError::Unauthorized {
+                    detail: "the Authorization header is not valid text".into(),
+                })?),
                 None => None,
             };
             let caller = state.auth.authenticate(header).await?;

@@ -3,7 +3,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, web, HttpResponse};
 
-use super::{json_bytes, set_header};
+use super::{json_bytes, CACHE_STATUS};
 use crate::auth::{Authorized, Read};
 use crate::domain::PlatformAccountList;
 use crate::error::ApiError;
@@ -42,11 +42,9 @@ async fn list_platform_accounts(
         .platform_accounts(&state.upstream, &ctx.0)
         .await?;
     let mut resp = json_bytes(StatusCode::OK, body);
-    set_header(&mut resp, header::CACHE_CONTROL, &outcome.cache_control());
-    set_header(
-        &mut resp,
-        header::HeaderName::from_static("cache-status"),
-        &outcome.cache_status(),
-    );
+    let (cache_control, cache_status) = state.cache.header_values(outcome);
+    let headers = resp.headers_mut();
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    headers.insert(CACHE_STATUS, cache_status);
     Ok(resp)
 }

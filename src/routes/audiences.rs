@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 
-use super::{json, json_bytes, path_id, set_header, JsonBody};
+use super::{json, json_bytes, path_id, set_header, JsonBody, CACHE_STATUS};
 use crate::auth::{Activate, Authorized, Caller, Delete, Read, Write};
 use crate::cache::{CachedAudience, Outcome, View};
 use crate::domain::{
@@ -34,7 +34,6 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Whether the request asks to bypass the cache (`Cache-Control: no-cache` or `max-age=0`).
 fn wants_refresh(req: &HttpRequest) -> bool {
@@ -84,10 +83,11 @@ async fn cached_view(
         .cache
         .get_view(&state.upstream, ctx, id, wants_refresh(req), view)
         .await?;
-    Ok(render_view(req, &entry, outcome, view))
+    Ok(render_view(state, req, &entry, outcome, view))
 }
 
 fn render_view(
+    state: &AppState,
     req: &HttpRequest,
     entry: &CachedAudience,
     outcome: Outcome,
@@ -99,11 +99,58 @@ fn render_view(
     } else {
         json_bytes(StatusCode::OK, rep.body.clone())
     };
-    resp.headers_mut()
-        .insert(header::ETAG, rep.etag_header.clone());
-    set_header(&mut resp, header::CACHE_CONTROL, &outcome.cache_control());
-    set_header(&mut resp, CACHE_STATUS, &outcome.cache_status());
+    let (cache_control, cache_status) = state.cache.header_values(outcome);
+    let headers = resp.headers_mut();
+    headers.insert(header::ETAG, rep.etag_header.clone());
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    headers.insert(CACHE_STATUS, cache_status);
     resp
+}
+
+/// A read answered by [`serve_fresh`].
+pub struct FreshAnswer {
+    pub response: HttpResponse,
+    /// The route template, as routing would have matched it (metrics, access log).
+    pub route: &'static str,
+    pub caller: Arc<Caller>,
+}
+
+/// The cached reads [`serve_fresh`] recognises: `(id segment, view, route template)`.
+fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
+    let rest = path.strip_prefix("/v1/audiences/")?;
+    Some(match rest.split_once('/') {
+        None => (rest, View::Audience, "/v1/audiences/{id}"),
+        Some((id, "insights")) => (id, View::Insights, "/v1/audiences/{id}/insights"),
+        Some((id, "uploads")) => (id, View::Uploads, "/v1/audiences/{id}/uploads"),
+        Some(_) => return None,
+    })
+}
+
+/// The hit path, served before routing: `GET /v1/audiences/{id}` (or its `/insights`,
+/// `/uploads`) answered from a fresh cache entry when nothing about the request needs
+/// more than that: a token verified before that grants `audiences:read`, no request to
+/// bypass the cache, no CORS request to answer. The response is the one [`get_audience`]
+/// and its siblings give for a hit ([`render_view`]); `None` sends the request on to
+/// routing and the handlers, which decide everything else (misses, errors, CORS).
+pub async fn serve_fresh(state: &AppState, req: &HttpRequest) -> Option<FreshAnswer> {
+    if req.method() != actix_web::http::Method::GET {
+        return None;
+    }
+    let (raw_id, view, route) = cached_read(req.path())?;
+    if wants_refresh(req)
+        || (!state.settings.server.cors_allowed_origins.is_empty()
+            && req.headers().contains_key(header::ORIGIN))
+    {
+        return None;
+    }
+    let id = path_id(raw_id).ok()?;
+    let caller = state.auth.authorized_known::<Read>(req.headers())?;
+    let (entry, outcome) = state.cache.fresh(state.upstream.identity(), id).await?;
+    Some(FreshAnswer {
+        response: render_view(state, req, &entry, outcome, view),
+        route,
+        caller,
+    })
 }
 
 /// Get an audience

@@ -2,7 +2,7 @@
 //!
 //! Same shape as tracing-subscriber's `json().flatten_event(true).with_current_span(true)`
 //! (`timestamp`, `level`, the event's fields, `target`, and `span` with the current span's
-//! fields and name), but cheaper: span fields are formatted once as JSON members and pasted
+//! fields and name), plus the id of the request being served (`request_id`), but cheaper: span fields are formatted once as JSON members and pasted
 //! into each line, where tracing-subscriber parses them back into a `serde_json::Value` for
 //! every event, and no field value goes through an intermediate `String`.
 
@@ -49,6 +49,10 @@ where
             line.push('"');
             let mut fields = Members::new(&mut line, false);
             event.record(&mut fields);
+            let _ = super::REQUEST_ID.try_with(|id| {
+                line.push_str(",\"request_id\":");
+                push_escaped(&mut line, id);
+            });
             line.push_str(",\"target\":");
             push_escaped(&mut line, meta.target());
             let span = if event.is_root() {

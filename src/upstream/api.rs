@@ -199,12 +199,6 @@ fn failure(body: &[u8]) -> Result<Option<(i64, Option<String>)>, String> {
     failure_of(head.status, head.success)
 }
 
-/// The envelope's failure status code, if it reports a failure (for checks that do not
-/// need the data, such as an expired session).
-pub fn failure_code(body: &[u8]) -> Option<i64> {
-    failure(body).ok().flatten().map(|(code, _)| code)
-}
-
 /// Decodes an envelope body: `success: false` or a non-zero status code is a failure.
 ///
 /// One pass straight into `T` (no intermediate `serde_json::Value`); only when that fails
@@ -547,13 +541,19 @@ mod tests {
     }
 
     #[test]
-    fn failure_code_reads_only_the_status() {
+    fn an_expired_session_is_read_whatever_the_data() {
+        // `data` that is not an audience must not hide the status (the client renews on 401).
         let expired =
             br#"{"data":{"x":[1,2,{"y":null}]},"status":{"statusCode":401},"success":false}"#;
-        assert_eq!(failure_code(expired), Some(401));
+        assert!(matches!(
+            decode::<AudienceDto>(expired),
+            Decoded::Failed {
+                status_code: status_codes::UNAUTHORIZED,
+                ..
+            }
+        ));
         let ok = br#"{"data":{"id":1},"status":{"statusCode":0},"success":true}"#;
-        assert_eq!(failure_code(ok), None);
-        assert_eq!(failure_code(b"<html>"), None);
+        assert!(matches!(decode::<AudienceDto>(ok), Decoded::Ok(a) if a.id == 1));
     }
 
     #[test]

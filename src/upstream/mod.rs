@@ -101,9 +101,9 @@ pub struct CallContext {
     pub traceparent: Option<String>,
 }
 
-/// Result of one HTTP exchange, before the envelope is trusted.
-enum Exchange {
-    Body(bytes::Bytes),
+/// Result of one HTTP exchange: the decoded envelope, or the session was not accepted.
+enum Exchange<T> {
+    Answer(Decoded<T>),
     SessionExpired,
 }
 
@@ -290,7 +290,8 @@ impl UpstreamClient {
     }
 
     /// One vendor call with deadline, breaker, concurrency bound, session renewal and retries.
-    #[tracing::instrument(skip_all, fields(op = op.name()))]
+    /// (No span: the request id is on every log line already, and lines name `op` where it
+    /// matters; a span per call cost about a microsecond.)
     async fn call<T: DeserializeOwned, B: Serialize>(
         &self,
         ctx: &CallContext,
@@ -310,7 +311,7 @@ impl UpstreamClient {
                 Ok(r) => r,
                 Err(_) => Err(UpstreamError::Timeout),
             };
-        let result = result.and_then(|bytes| match api::decode::<T>(&bytes) {
+        let result = result.and_then(|decoded| match decoded {
             Decoded::Ok(v) => Ok(v),
             Decoded::Failed {
                 status_code,
@@ -327,26 +328,30 @@ impl UpstreamClient {
         result
     }
 
-    async fn guarded(
+    async fn guarded<T: DeserializeOwned>(
         &self,
         ctx: &CallContext,
         op: Operation,
         id: Option<i64>,
         body: Option<&[u8]>,
-    ) -> Result<bytes::Bytes, UpstreamError> {
+    ) -> Result<Decoded<T>, UpstreamError> {
         let probe = self
             .breaker
             .admit()
             .map_err(|wait| UpstreamError::Unavailable("circuit open".into(), Some(wait)))?;
-        let permit = tokio::time::timeout(self.queue_timeout, self.permits.acquire())
-            .await
-            .map_err(|_| {
-                UpstreamError::Unavailable(
-                    "too many upstream calls in flight".into(),
-                    Some(Duration::from_secs(1)),
-                )
-            })?
-            .map_err(|_| UpstreamError::Unavailable("client closed".into(), None))?;
+        // A free permit needs no timer; only a caller that has to queue gets a deadline.
+        let permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(self.queue_timeout, self.permits.acquire())
+                .await
+                .map_err(|_| {
+                    UpstreamError::Unavailable(
+                        "too many upstream calls in flight".into(),
+                        Some(Duration::from_secs(1)),
+                    )
+                })?
+                .map_err(|_| UpstreamError::Unavailable("client closed".into(), None))?,
+        };
         let result = self.with_retries(ctx, op, id, body).await;
         drop(permit);
         self.breaker.record(
@@ -356,13 +361,13 @@ impl UpstreamClient {
         result
     }
 
-    async fn with_retries(
+    async fn with_retries<T: DeserializeOwned>(
         &self,
         ctx: &CallContext,
         op: Operation,
         id: Option<i64>,
         body: Option<&[u8]>,
-    ) -> Result<bytes::Bytes, UpstreamError> {
+    ) -> Result<Decoded<T>, UpstreamError> {
         let mut attempt = 0;
         loop {
             match self.with_session(ctx, op, id, body).await {
@@ -372,7 +377,7 @@ impl UpstreamClient {
                     attempt += 1;
                     let backoff = self.retry_base * 2u32.pow(attempt - 1);
                     let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64);
-                    tracing::debug!(attempt, error = %e, "retrying upstream call");
+                    tracing::debug!(op = op.name(), attempt, error = %e, "retrying upstream call");
                     tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                 }
                 Err(Attempt::Failed(e, _)) => return Err(e),
@@ -382,13 +387,13 @@ impl UpstreamClient {
     }
 
     /// Sends with the current session; on an expired-session answer renews once and resends.
-    async fn with_session(
+    async fn with_session<T: DeserializeOwned>(
         &self,
         ctx: &CallContext,
         op: Operation,
         id: Option<i64>,
         body: Option<&[u8]>,
-    ) -> Result<bytes::Bytes, Attempt> {
+    ) -> Result<Decoded<T>, Attempt> {
         let mut cookie = match self.session.current().await {
             Some(c) => c,
             None => self
@@ -398,9 +403,9 @@ impl UpstreamClient {
         };
         for renewed in [false, true] {
             match self.send(ctx, op, id, body, Some(&cookie)).await? {
-                Exchange::Body(b) => return Ok(b),
+                Exchange::Answer(decoded) => return Ok(decoded),
                 Exchange::SessionExpired if !renewed => {
-                    tracing::info!("upstream session expired; logging in again");
+                    tracing::info!(op = op.name(), "upstream session expired; logging in again");
                     cookie = self
                         .renew(ctx, cookie.generation)
                         .await
@@ -535,14 +540,14 @@ impl UpstreamClient {
         req
     }
 
-    async fn send(
+    async fn send<T: DeserializeOwned>(
         &self,
         ctx: &CallContext,
         op: Operation,
         id: Option<i64>,
         body: Option<&[u8]>,
         cookie: Option<&SessionCookie>,
-    ) -> Result<Exchange, Attempt> {
+    ) -> Result<Exchange<T>, Attempt> {
         let resp = self
             .request(ctx, op, id, body, cookie)
             .send()
@@ -560,10 +565,14 @@ impl UpstreamClient {
         if !(status.is_success() || envelope_404) {
             return Err(Attempt::Failed(http_status_error(status), true));
         }
-        if api::failure_code(&bytes) == Some(api::status_codes::UNAUTHORIZED) {
-            return Ok(Exchange::SessionExpired);
+        // Decoded once, here: an envelope statusCode 401 is an expired session too.
+        match api::decode::<T>(&bytes) {
+            Decoded::Failed {
+                status_code: api::status_codes::UNAUTHORIZED,
+                ..
+            } => Ok(Exchange::SessionExpired),
+            decoded => Ok(Exchange::Answer(decoded)),
         }
-        Ok(Exchange::Body(bytes))
     }
 }
 

@@ -549,3 +549,105 @@ async fn capacity_is_bounded_in_bytes() {
     assert!((1..=MAX_BYTES).contains(&weighted), "{weighted}");
     assert_eq!(app.sim().call_count("loadAudience"), 40);
 }
+
+/// `private, max-age=N` and `...; ttl=N` of two hits may differ by the second that passed.
+fn same_but_ttl(a: &str, b: &str) {
+    let split = |v: &str| {
+        let at = v.rfind(['=']).expect("a number at the end");
+        (
+            v[..at].to_string(),
+            v[at + 1..].parse::<i64>().expect("a number"),
+        )
+    };
+    let ((pa, na), (pb, nb)) = (split(a), split(b));
+    assert_eq!(pa, pb);
+    assert!((na - nb).abs() <= 1, "{a} vs {b}");
+}
+
+#[actix_web::test]
+async fn hits_answered_before_routing_match_the_handlers_answers() {
+    // Hits are served before routing unless something needs the full stack; a CORS request
+    // is one (the CORS middleware must see it), so it takes routing and the handlers.
+    const ORIGIN: &str = "https://app.example.com";
+    let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CORS_ALLOWED_ORIGINS", ORIGIN)]).await;
+    for path in [
+        "/v1/audiences/1001",
+        "/v1/audiences/1001/insights",
+        "/v1/audiences/1001/uploads",
+    ] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+        let early = get_with(&app, path, &[]).await;
+        let routed = get_with(&app, path, &[("origin", ORIGIN)]).await;
+        assert_eq!(header(&routed, "access-control-allow-origin"), ORIGIN);
+        assert!(early.headers().get("access-control-allow-origin").is_none());
+        for name in ["content-type", "etag", "x-request-id"] {
+            assert!(!header(&early, name).is_empty(), "{path}: {name}");
+        }
+        assert_eq!(
+            header(&early, "content-type"),
+            header(&routed, "content-type")
+        );
+        assert_eq!(header(&early, "etag"), header(&routed, "etag"));
+        same_but_ttl(
+            &header(&early, "cache-control"),
+            &header(&routed, "cache-control"),
+        );
+        assert!(header(&early, "cache-status").starts_with("audience-gateway; hit; ttl="));
+        same_but_ttl(
+            &header(&early, "cache-status"),
+            &header(&routed, "cache-status"),
+        );
+        let etag = header(&early, "etag");
+        assert_eq!(
+            early.bytes().await.unwrap(),
+            routed.bytes().await.unwrap(),
+            "{path}"
+        );
+        // Conditional reads: 304 either way.
+        let early = get_with(&app, path, &[("if-none-match", &etag)]).await;
+        let routed = get_with(&app, path, &[("if-none-match", &etag), ("origin", ORIGIN)]).await;
+        assert_eq!(early.status(), 304, "{path}");
+        assert_eq!(routed.status(), 304, "{path}");
+    }
+    assert_eq!(app.sim().call_count("loadAudience"), 1);
+}
+
+#[actix_web::test]
+async fn a_fresh_entry_never_skips_token_checks() {
+    let app = spawn_with_sandbox(&[]).await;
+    assert_eq!(app.get("/v1/audiences/1001").await.status(), 200);
+    let get = |token: String| {
+        app.client
+            .get(app.url("/v1/audiences/1001"))
+            .bearer_auth(token)
+            .send()
+    };
+    // A token the gateway has not seen yet is verified (then served from the cache).
+    let newcomer = token("newcomer", &["audiences:read"]);
+    for _ in 0..2 {
+        let resp = get(newcomer.clone()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(header(&resp, "cache-status").contains("hit"));
+    }
+    // A verified token without the read scope, a forged one, none at all: refused.
+    let writer = token("writer", &["audiences:write"]);
+    for _ in 0..2 {
+        let resp = get(writer.clone()).await.unwrap();
+        assert_eq!(resp.status(), 403);
+        assert_eq!(problem(resp).await["code"], "insufficient_scope");
+    }
+    // The newcomer's claims under another token's signature.
+    let (claims, _) = newcomer.rsplit_once('.').unwrap();
+    let (_, signature) = writer.rsplit_once('.').unwrap();
+    let forged = format!("{claims}.{signature}");
+    let resp = get(forged).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = app
+        .client
+        .get(app.url("/v1/audiences/1001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(app.sim().call_count("loadAudience"), 1);
+}

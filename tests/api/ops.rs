@@ -143,31 +143,37 @@ fn json_access_log_has_one_line_per_request() {
             assert!(started.elapsed() < Duration::from_secs(20));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let resp = client
-            .get(format!("{base}/v1/audiences/1001"))
-            .bearer_auth(token("log-tester", &["audiences:read"]))
-            .header("x-request-id", "log-req-1")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        // A miss (routing, handler, upstream call), then a hit (answered before routing).
+        for id in ["log-req-1", "log-req-2"] {
+            let resp = client
+                .get(format!("{base}/v1/audiences/1001"))
+                .bearer_auth(token("log-tester", &["audiences:read"]))
+                .header("x-request-id", id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("an access line");
-        if line.contains("log-req-1") && line.contains("\"target\":\"access\"") {
-            break line;
+        if line.contains("log-req-") && line.contains("\"target\":\"access\"") {
+            lines.push(line);
         }
-    };
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-    assert_eq!(v["method"], "GET");
-    assert_eq!(v["route"], "/v1/audiences/{id}");
-    assert_eq!(v["status"], 200);
-    assert_eq!(v["sub"], "log-tester");
-    assert_eq!(v["span"]["request_id"], "log-req-1");
-    assert!(v["latency_ms"].as_f64().is_some(), "{line}");
+    for (line, id) in lines.iter().zip(["log-req-1", "log-req-2"]) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["route"], "/v1/audiences/{id}");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["sub"], "log-tester");
+        assert_eq!(v["request_id"], id);
+        assert!(v["latency_ms"].as_f64().is_some(), "{line}");
+    }
 }
