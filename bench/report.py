@@ -14,10 +14,10 @@ MIB = 1024 * 1024
 ROWS = [
     ("baseline: minimal actix handler", "base_static", None, ""),
     ("a  cached GET, HS256", "a_cached_hs256", "base_static", "minimal handler"),
-    ("b  cached GET, RS256", "b_cached_rs256", "base_static", "minimal handler"),
+    ("baseline: minimal handler, RS256 req", "base_static_rs", None, ""),
+    ("b  cached GET, RS256", "b_cached_rs256", "base_static_rs", "minimal handler"),
     ("baseline: minimal handler, mimalloc", "base_static_mi", None, ""),
     ("a  (same run, other baseline)", "a_cached_hs256", "base_static_mi", "handler on mimalloc"),
-    ("b  (same run, other baseline)", "b_cached_rs256", "base_static_mi", "handler on mimalloc"),
     ("baseline: simulator GET direct", "base_upstream_get", None, ""),
     ("baseline: reqwest forwarder", "base_forward", None, ""),
     ("c  miss GET (cache off)", "c_miss", "base_forward", "forwarder"),
@@ -61,6 +61,18 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if b else "-"
 
 
+def cpu_per_req(r):
+    """Server CPU microseconds per request, when the run recorded it."""
+    if not r or not r.get("cpu_us") or not r.get("requests"):
+        return None
+    return r["cpu_us"] / r["requests"]
+
+
+def cpu(r):
+    v = cpu_per_req(r)
+    return f"{v:.1f} us" if v is not None else ""
+
+
 def main():
     runs, notes = load(sys.argv[1])
     picked = {name: median_run(rs) for name, rs in runs.items()}
@@ -74,7 +86,7 @@ def main():
     )
     head = (
         f"{'scenario':34} {'conns':>5} {'req/s':>9} {'ratio':>6} {'p50':>10} {'ratio':>6} "
-        f"{'p99':>10} {'ratio':>6} {'non2xx':>7}  baseline"
+        f"{'p99':>10} {'ratio':>6} {'cpu/req':>9} {'ratio':>6} {'non2xx':>7}  baseline"
     )
     out.append(head)
     out.append("-" * len(head))
@@ -88,9 +100,14 @@ def main():
             f"{ratio(r['rps'], b['rps']) if b else '':>6} {ms(r['p50_us']):>10} "
             f"{ratio(r['p50_us'], b['p50_us']) if b else '':>6} {ms(r['p99_us']):>10} "
             f"{ratio(r['p99_us'], b['p99_us']) if b else '':>6} "
+            f"{cpu(r):>9} {ratio(cpu_per_req(r), cpu_per_req(b)) if b and cpu_per_req(b) else '':>6} "
             f"{r['non2xx'] + r['socket_errors']:>7}  {base_label}"
         )
-    out.append("(ratios: req/s gateway/baseline, higher is better; p50/p99 gateway/baseline)")
+    out.append(
+        "(ratios: req/s gateway/baseline, higher is better; p50, p99 and cpu/req "
+        "gateway/baseline, lower is better. cpu/req: CPU time (user + system, /proc) of the "
+        "server processes per request, the simulator's included where it serves the row)"
+    )
 
     def kib(key):
         v = notes.get(key)
@@ -118,8 +135,8 @@ def main():
         )
 
     checks = []
-    for name in ("a_cached_hs256", "b_cached_rs256"):
-        r, b = picked.get(name), picked.get("base_static")
+    for name, base in (("a_cached_hs256", "base_static"), ("b_cached_rs256", "base_static_rs")):
+        r, b = picked.get(name), picked.get(base)
         if r and b:
             checks.append((f"{name}: req/s >= 0.85x minimal handler",
                            r["rps"] / b["rps"] >= 0.85, ratio(r["rps"], b["rps"])))

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 use moka::ops::compute::Op;
+use serde::de::IgnoredAny;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 use crate::settings::CacheSettings;
-use crate::upstream::api::AudienceDto;
+use crate::upstream::api::{AudienceDto, CrmDataDto};
 use crate::upstream::{CallContext, UpstreamClient, UpstreamError};
 
 /// Which representation of an audience.
@@ -96,25 +97,21 @@ impl CachedAudience {
         })
     }
 
-    /// Builds only `view`; the other two representations stay empty. For reads that are
-    /// neither stored nor asked for another view (the cache is disabled).
-    fn only(dto: &AudienceDto, view: View) -> Result<Self, UpstreamError> {
-        let (mut audience, mut insights, mut uploads) = (
-            Representation::empty(),
-            Representation::empty(),
-            Representation::empty(),
-        );
-        match view {
-            View::Audience => audience = Representation::of(&dto.to_audience())?,
-            View::Insights => insights = Representation::of(&dto.to_insights())?,
-            View::Uploads => uploads = Representation::of(&dto.to_uploads())?,
-        }
-        Ok(Self {
-            audience,
-            insights,
-            uploads,
+    /// Holds only `rep` as `view`; the other two representations stay empty. For reads
+    /// that are neither stored nor asked for another view (the cache is disabled).
+    fn only(view: View, rep: Representation) -> Self {
+        let mut entry = Self {
+            audience: Representation::empty(),
+            insights: Representation::empty(),
+            uploads: Representation::empty(),
             fetched: Instant::now(),
-        })
+        };
+        *match view {
+            View::Audience => &mut entry.audience,
+            View::Insights => &mut entry.insights,
+            View::Uploads => &mut entry.uploads,
+        } = rep;
+        entry
     }
 
     /// The representation for a view.
@@ -241,6 +238,11 @@ impl AudienceCache {
         }
     }
 
+    /// Whether reads are cached at all (`cache.enabled` and a non-zero TTL).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// `Cache-Control` and `Cache-Status` for an outcome.
     pub fn header_values(&self, outcome: Outcome) -> (HeaderValue, HeaderValue) {
         match outcome {
@@ -345,7 +347,8 @@ impl AudienceCache {
 
     /// [`AudienceCache::get`] for a caller that reads only `view` of the entry: with the
     /// cache disabled only that representation is built (the other two are left empty),
-    /// saving two serializations and two hashes per read.
+    /// saving two serializations and two hashes per read, and a read of the audience
+    /// itself skips the upload history while decoding.
     pub async fn get_view(
         &self,
         upstream: &UpstreamClient,
@@ -355,8 +358,25 @@ impl AudienceCache {
         view: View,
     ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
         if !self.enabled {
-            let dto = upstream.load_audience(ctx, id).await?;
-            return Ok((Arc::new(CachedAudience::only(&dto, view)?), Outcome::Bypass));
+            let rep = match view {
+                View::Audience => {
+                    let dto = upstream.load_audience::<IgnoredAny>(ctx, id).await?;
+                    Representation::of(&dto.to_audience())?
+                }
+                View::Insights => Representation::of(
+                    &upstream
+                        .load_audience::<CrmDataDto>(ctx, id)
+                        .await?
+                        .to_insights(),
+                )?,
+                View::Uploads => Representation::of(
+                    &upstream
+                        .load_audience::<CrmDataDto>(ctx, id)
+                        .await?
+                        .to_uploads(),
+                )?,
+            };
+            return Ok((Arc::new(CachedAudience::only(view, rep)), Outcome::Bypass));
         }
         self.get(upstream, ctx, id, refresh).await
     }

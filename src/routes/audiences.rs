@@ -133,7 +133,7 @@ fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
 /// and its siblings give for a hit ([`render_view`]); `None` sends the request on to
 /// routing and the handlers, which decide everything else (misses, errors, CORS).
 pub async fn serve_fresh(state: &AppState, req: &HttpRequest) -> Option<FreshAnswer> {
-    if req.method() != actix_web::http::Method::GET {
+    if !state.cache.is_enabled() || req.method() != actix_web::http::Method::GET {
         return None;
     }
     let (raw_id, view, route) = cached_read(req.path())?;

@@ -236,9 +236,13 @@ pub mod status_codes {
 }
 
 /// The vendor's audience object; unknown fields are ignored, unknown enum values kept.
+///
+/// `C` is what `crmData` is read into: [`CrmDataDto`] for insights and uploads, or
+/// [`serde::de::IgnoredAny`] for a read that needs only the audience itself (the upload
+/// history, most of the answer, is then skipped without building anything).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AudienceDto {
+pub struct AudienceDto<C = CrmDataDto> {
     pub id: i64,
     pub name: Option<String>,
     pub description: Option<String>,
@@ -260,7 +264,7 @@ pub struct AudienceDto {
     pub can_create_lookalike: Option<bool>,
     #[serde(default)]
     pub has_segments: Option<bool>,
-    pub crm_data: Option<CrmDataDto>,
+    pub crm_data: Option<C>,
 }
 
 /// `crmData` of an audience.
@@ -415,7 +419,7 @@ fn identifiers(event: &UploadEventDto) -> Vec<IdentifierStats> {
         .collect()
 }
 
-impl AudienceDto {
+impl<C> AudienceDto<C> {
     /// The public audience.
     pub fn to_audience(&self) -> Audience {
         Audience {
@@ -440,7 +444,9 @@ impl AudienceDto {
             has_crm_data: self.crm_data.is_some(),
         }
     }
+}
 
+impl AudienceDto {
     /// Upload events, newest first (by their upload date key).
     fn events_newest_first(&self) -> Vec<(&String, &UploadEventDto)> {
         let mut events: Vec<_> = self
@@ -579,6 +585,19 @@ mod tests {
         let json = serde_json::to_string(&public).unwrap();
         assert!(!json.contains("EAAB"), "{json}");
         assert!(!json.contains("accessToken"), "{json}");
+    }
+
+    #[test]
+    fn an_audience_only_read_skips_the_history_and_gives_the_same_audience() {
+        let body = br#"{"id":5,"name":"a","type":"CRM","crmData":{"insightsState":"READY","history":{"totalEvents":1,"history":{
+            "2025-01-01T00:00:00Z":{"mode":"opt-in","totalRows":4,"dataSet":{"EMAIL":{"TOTAL":4}},"matchRates":{"EMAIL":0.25}}}}}}"#;
+        let full: AudienceDto = serde_json::from_slice(body).unwrap();
+        let summary: AudienceDto<serde::de::IgnoredAny> = serde_json::from_slice(body).unwrap();
+        assert_eq!(summary.to_audience(), full.to_audience());
+        assert!(summary.to_audience().has_crm_data);
+        let without: AudienceDto<serde::de::IgnoredAny> =
+            serde_json::from_slice(br#"{"id":6,"crmData":null}"#).unwrap();
+        assert!(!without.to_audience().has_crm_data);
     }
 
     #[test]

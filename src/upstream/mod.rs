@@ -175,11 +175,11 @@ impl UpstreamClient {
     }
 
     /// `GET` an audience with its CRM data.
-    pub async fn load_audience(
+    pub async fn load_audience<C: DeserializeOwned>(
         &self,
         ctx: &CallContext,
         id: i64,
-    ) -> Result<AudienceDto, UpstreamError> {
+    ) -> Result<AudienceDto<C>, UpstreamError> {
         self.call(ctx, Operation::LoadAudience, Some(id), None::<&()>)
             .await
             .map_err(|e| not_found_as(e, format!("audience {id}")))
