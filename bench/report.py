@@ -29,6 +29,8 @@ ROWS = [
     ("e  simulator GET, slow", "e_upstream_slow", None, ""),
     ("e  forwarder, slow upstream", "e_forward_slow", None, ""),
     ("e  miss GET, slow upstream", "e_fanin", "e_forward_slow", "forwarder"),
+    ("e2 forwarder, 2 workers", "e2_forward_slow", None, ""),
+    ("e2 miss GET, 2 workers", "e2_fanin", "e2_forward_slow", "forwarder, 2 workers"),
 ]
 
 
@@ -151,6 +153,10 @@ def main():
     if r and ideal:
         checks.append((f"e_fanin: >= 90% of ideal {ideal} req/s ({r['conns']} conns)",
                        r["rps"] >= 0.9 * ideal, f"{100 * r['rps'] / ideal:.0f}%"))
+        r2 = picked.get("e2_fanin")
+        if r2:
+            checks.append((f"e2_fanin (2 workers): >= 90% of ideal {ideal} req/s",
+                           r2["rps"] >= 0.9 * ideal, f"{100 * r2['rps'] / ideal:.0f}%"))
         up = picked.get("e_upstream_slow")
         if up:
             out.append(

@@ -200,6 +200,8 @@ pub struct AudienceCache {
     /// `Cache-Control` and `Cache-Status` of a hit, by seconds of freshness left (up to
     /// [`HIT_HEADER_TABLE`]), built once: a hit copies two values instead of formatting.
     hit_headers: Vec<(HeaderValue, HeaderValue)>,
+    /// The same for reads with the cache disabled (always the same two values).
+    bypass_headers: (HeaderValue, HeaderValue),
     metrics: Arc<Metrics>,
 }
 
@@ -234,6 +236,7 @@ impl AudienceCache {
             hit_headers: (0..=s.ttl_secs.min(HIT_HEADER_TABLE))
                 .map(|ttl| Outcome::Hit { ttl }.header_values())
                 .collect(),
+            bypass_headers: Outcome::Bypass.header_values(),
             metrics,
         }
     }
@@ -251,6 +254,7 @@ impl AudienceCache {
                 .and_then(|i| self.hit_headers.get(i))
                 .cloned()
                 .unwrap_or_else(|| outcome.header_values()),
+            Outcome::Bypass => self.bypass_headers.clone(),
             _ => outcome.header_values(),
         }
     }

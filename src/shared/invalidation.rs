@@ -99,7 +99,13 @@ impl RedisInvalidation {
         }
     }
 
-    /// Sends the evictions kept while Redis was down (after a recovery).
+    /// Whether evictions (or a clear-all) wait to be sent.
+    pub fn has_pending(&self) -> bool {
+        let p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        p.overflowed || !p.evictions.is_empty()
+    }
+
+    /// Sends the evictions kept while Redis was down.
     pub async fn flush_pending(&self) {
         let Pending {
             evictions,

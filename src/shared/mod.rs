@@ -277,15 +277,17 @@ impl SharedState {
     }
 }
 
-/// Probes every `redis.health_interval_ms`; after a recovery, sends the evictions that
-/// could not be published meanwhile.
+/// Probes every `redis.health_interval_ms`; while Redis answers, sends the evictions that
+/// could not be published. (Not only right after a recovery: an eviction can be kept just
+/// after a probe found Redis up again, and would otherwise wait for the next outage.)
 async fn health(redis: Weak<Redis>, invalidation: Weak<invalidation::RedisInvalidation>) {
     loop {
         let Some(r) = redis.upgrade() else { return };
-        let was_up = r.commands_up();
-        if r.probe().await && !was_up {
+        if r.probe().await {
             if let Some(inv) = invalidation.upgrade() {
-                inv.flush_pending().await;
+                if inv.has_pending() {
+                    inv.flush_pending().await;
+                }
             }
         }
         let every = r.interval;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
+use reqwest::header::{HeaderMap, COOKIE, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -304,13 +304,13 @@ impl UpstreamClient {
             Ok(b) => b,
             Err(e) => return Err(UpstreamError::Failure(format!("encode body: {e}"))),
         };
-        let result =
-            match tokio::time::timeout(self.budget, self.guarded(ctx, op, id, body.as_deref()))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(UpstreamError::Timeout),
-            };
+        // Boxed: the call's state (retries, session, reqwest) is large, and every future
+        // that awaits it would otherwise carry and move it.
+        let guarded = Box::pin(self.guarded(ctx, op, id, body.as_deref()));
+        let result = match tokio::time::timeout(self.budget, guarded).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout),
+        };
         let result = result.and_then(|decoded| match decoded {
             Decoded::Ok(v) => Ok(v),
             Decoded::Failed {
@@ -523,14 +523,7 @@ impl UpstreamClient {
             req = req.header("traceparent", tp);
         }
         if let Some(c) = cookie {
-            let mut v = HeaderValue::from_str(&format!(
-                "{}={}",
-                api::SESSION_COOKIE,
-                c.value.expose_secret()
-            ))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-            v.set_sensitive(true);
-            req = req.header(COOKIE, v);
+            req = req.header(COOKIE, c.header.clone());
         }
         if let Some(b) = body {
             req = req
@@ -634,16 +627,26 @@ async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, Upstream
     {
         return Err(UpstreamError::Failure("upstream body too large".into()));
     }
+    // A body that arrives in one chunk (the usual case) is returned as it is, uncopied.
+    let mut only: Option<bytes::Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                let before = only.as_ref().map_or(buf.len(), bytes::Bytes::len);
+                if before + chunk.len() > MAX_UPSTREAM_BODY {
                     return Err(UpstreamError::Failure("upstream body too large".into()));
+                }
+                if buf.is_empty() && only.is_none() {
+                    only = Some(chunk);
+                    continue;
+                }
+                if let Some(first) = only.take() {
+                    buf.extend_from_slice(&first);
                 }
                 buf.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => return Ok(only.unwrap_or_else(|| buf.freeze())),
             Err(e) if e.is_timeout() => return Err(UpstreamError::Timeout),
             Err(_) => return Err(UpstreamError::Failure("upstream body truncated".into())),
         }

@@ -1,14 +1,31 @@
 //! The upstream session: one `digitalAudience` cookie per service account, obtained lazily,
 //! renewed when a call reports it expired, with never more than one login at a time.
 
-use secrecy::SecretString;
+use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::api::SESSION_COOKIE;
 use tokio::sync::{Mutex, RwLock};
 
 /// A session cookie and the generation it belongs to.
 #[derive(Clone)]
 pub struct SessionCookie {
-    pub value: SecretString,
+    /// `Cookie: digitalAudience=<value>`, built once per session and marked sensitive
+    /// (never printed by `Debug`, kept out of HPACK tables).
+    pub header: HeaderValue,
     pub generation: u64,
+}
+
+impl SessionCookie {
+    fn new(value: &SecretString, generation: u64) -> Self {
+        let text = format!("{}={}", SESSION_COOKIE, value.expose_secret());
+        // A cookie the upstream set is header text; anything else is sent as empty and
+        // refused upstream, which renews the session.
+        let mut header =
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
+        header.set_sensitive(true);
+        Self { header, generation }
+    }
 }
 
 /// Holds the current cookie; `renew` serialises logins.
@@ -21,10 +38,7 @@ impl Session {
     /// A session, optionally seeded with a ready cookie from the settings.
     pub fn new(initial: Option<SecretString>) -> Self {
         Self {
-            current: RwLock::new(initial.map(|value| SessionCookie {
-                value,
-                generation: 1,
-            })),
+            current: RwLock::new(initial.map(|value| SessionCookie::new(&value, 1))),
             login_lock: Mutex::new(()),
         }
     }
@@ -51,7 +65,7 @@ impl Session {
         let value = login().await?;
         let mut current = self.current.write().await;
         let generation = current.as_ref().map_or(0, |c| c.generation) + 1;
-        let cookie = SessionCookie { value, generation };
+        let cookie = SessionCookie::new(&value, generation);
         *current = Some(cookie.clone());
         Ok(cookie)
     }
