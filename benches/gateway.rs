@@ -22,6 +22,7 @@ use audience_gateway::upstream::{CallContext, UpstreamClient};
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
+use serde::de::IgnoredAny;
 use serde_json::json;
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
@@ -184,6 +185,15 @@ fn cache(c: &mut Criterion) {
             Decoded::Ok(dto) => dto,
             _ => panic!("decodes"),
         })
+    });
+    // The audience without its upload history (a read with the cache disabled).
+    group.bench_function("decode_audience_only", |b| {
+        b.iter(
+            || match decode::<AudienceDto<IgnoredAny>>(black_box(&up.raw)) {
+                Decoded::Ok(dto) => dto,
+                _ => panic!("decodes"),
+            },
+        )
     });
     group.finish();
 }
