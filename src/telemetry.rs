@@ -1,8 +1,10 @@
 //! Logging, request ids and the access log.
 //!
 //! [`request_context`] runs around every request: it takes the caller's `X-Request-Id` (or
-//! makes one), opens a span carrying it, returns it in the response, fills it into
-//! problem+json bodies, records metrics and writes one access line.
+//! makes one), makes it the [`REQUEST_ID`] of every log line the request writes, answers
+//! fresh cached reads before routing (`routes::audiences::serve_fresh`), returns the id in
+//! the response, fills it into problem+json bodies, records metrics and writes one access
+//! line.
 //!
 //! Log lines go to stderr through a buffer flushed every 50 ms (and at exit), so logging
 //! costs a request no system call; a process killed with SIGKILL may lose the last 50 ms.
@@ -215,8 +217,7 @@ pub async fn request_context(
         }
         _ => None,
     };
-    // (response, route template, caller)
-    let (res, route, caller) = if let Some(hit) = fresh {
+    let (mut res, route, caller) = if let Some(hit) = fresh {
         (
             req.into_response(hit.response),
             Cow::Borrowed(hit.route),
@@ -254,7 +255,6 @@ pub async fn request_context(
             .map(|s| s.0.clone());
         (fill_problem(res, &request_id), route, caller)
     };
-    let mut res = res;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }

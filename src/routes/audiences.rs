@@ -129,7 +129,7 @@ fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
 /// The hit path, served before routing: `GET /v1/audiences/{id}` (or its `/insights`,
 /// `/uploads`) answered from a fresh cache entry when nothing about the request needs
 /// more than that: a token verified before that grants `audiences:read`, no request to
-/// bypass the cache, no CORS request to answer. The response is the one [`get_audience`]
+/// bypass the cache, no CORS configured. The response is the one [`get_audience`]
 /// and its siblings give for a hit ([`render_view`]); `None` sends the request on to
 /// routing and the handlers, which decide everything else (misses, errors, CORS).
 pub async fn serve_fresh(state: &AppState, req: &HttpRequest) -> Option<FreshAnswer> {
@@ -137,10 +137,10 @@ pub async fn serve_fresh(state: &AppState, req: &HttpRequest) -> Option<FreshAns
         return None;
     }
     let (raw_id, view, route) = cached_read(req.path())?;
-    if wants_refresh(req)
-        || (!state.settings.server.cors_allowed_origins.is_empty()
-            && req.headers().contains_key(header::ORIGIN))
-    {
+    // With CORS configured, the CORS middleware adds headers to every response (`Vary:
+    // Origin` even without an `Origin`, so browser caches keep CORS and non-CORS answers
+    // apart); those reads take the full stack.
+    if wants_refresh(req) || !state.settings.server.cors_allowed_origins.is_empty() {
         return None;
     }
     let id = path_id(raw_id).ok()?;

@@ -566,50 +566,95 @@ fn same_but_ttl(a: &str, b: &str) {
 
 #[actix_web::test]
 async fn hits_answered_before_routing_match_the_handlers_answers() {
-    // Hits are served before routing unless something needs the full stack; a CORS request
-    // is one (the CORS middleware must see it), so it takes routing and the handlers.
-    const ORIGIN: &str = "https://app.example.com";
-    let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CORS_ALLOWED_ORIGINS", ORIGIN)]).await;
+    // A hit is answered before routing once the caller's token was verified; the first
+    // request with a new token goes through routing and the handler (which verifies it).
+    // Both answers must be the same.
+    let app = spawn_with_sandbox(&[]).await;
+    let mut n = 0;
     for path in [
         "/v1/audiences/1001",
         "/v1/audiences/1001/insights",
         "/v1/audiences/1001/uploads",
     ] {
         assert_eq!(app.get(path).await.status(), 200, "{path}");
-        let early = get_with(&app, path, &[]).await;
-        let routed = get_with(&app, path, &[("origin", ORIGIN)]).await;
-        assert_eq!(header(&routed, "access-control-allow-origin"), ORIGIN);
-        assert!(early.headers().get("access-control-allow-origin").is_none());
-        for name in ["content-type", "etag", "x-request-id"] {
-            assert!(!header(&early, name).is_empty(), "{path}: {name}");
+        for conditional in [false, true] {
+            n += 1;
+            let caller = token(&format!("caller-{n}"), &["audiences:read"]);
+            let get = |etag: Option<String>| {
+                let mut req = app.client.get(app.url(path)).bearer_auth(&caller);
+                if let Some(etag) = etag {
+                    req = req.header("if-none-match", etag);
+                }
+                req.send()
+            };
+            let etag = if conditional {
+                Some(header(&app.get(path).await, "etag"))
+            } else {
+                None
+            };
+            let routed = get(etag.clone()).await.unwrap();
+            let early = get(etag).await.unwrap();
+            let expected = if conditional { 304 } else { 200 };
+            assert_eq!(routed.status(), expected, "{path}");
+            assert_eq!(early.status(), expected, "{path}");
+            for name in ["etag", "x-request-id"] {
+                assert!(!header(&early, name).is_empty(), "{path}: {name}");
+            }
+            assert_eq!(header(&early, "etag"), header(&routed, "etag"));
+            assert_eq!(
+                header(&early, "content-type"),
+                header(&routed, "content-type")
+            );
+            same_but_ttl(
+                &header(&early, "cache-control"),
+                &header(&routed, "cache-control"),
+            );
+            assert!(header(&early, "cache-status").starts_with("audience-gateway; hit; ttl="));
+            same_but_ttl(
+                &header(&early, "cache-status"),
+                &header(&routed, "cache-status"),
+            );
+            let names = |r: &reqwest::Response| {
+                let mut v: Vec<String> = r
+                    .headers()
+                    .keys()
+                    .map(|k| k.as_str().to_string())
+                    .filter(|k| k != "date")
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(names(&early), names(&routed), "{path}");
+            assert_eq!(
+                early.bytes().await.unwrap(),
+                routed.bytes().await.unwrap(),
+                "{path}"
+            );
         }
-        assert_eq!(
-            header(&early, "content-type"),
-            header(&routed, "content-type")
-        );
-        assert_eq!(header(&early, "etag"), header(&routed, "etag"));
-        same_but_ttl(
-            &header(&early, "cache-control"),
-            &header(&routed, "cache-control"),
-        );
-        assert!(header(&early, "cache-status").starts_with("audience-gateway; hit; ttl="));
-        same_but_ttl(
-            &header(&early, "cache-status"),
-            &header(&routed, "cache-status"),
-        );
-        let etag = header(&early, "etag");
-        assert_eq!(
-            early.bytes().await.unwrap(),
-            routed.bytes().await.unwrap(),
-            "{path}"
-        );
-        // Conditional reads: 304 either way.
-        let early = get_with(&app, path, &[("if-none-match", &etag)]).await;
-        let routed = get_with(&app, path, &[("if-none-match", &etag), ("origin", ORIGIN)]).await;
-        assert_eq!(early.status(), 304, "{path}");
-        assert_eq!(routed.status(), 304, "{path}");
     }
     assert_eq!(app.sim().call_count("loadAudience"), 1);
+}
+
+#[actix_web::test]
+async fn with_cors_configured_every_hit_carries_the_cors_headers() {
+    // The CORS middleware marks every answer `Vary: Origin`, so a browser cache never
+    // serves a non-CORS answer to a CORS request; hits must not bypass it.
+    const ORIGIN: &str = "https://app.example.com";
+    let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CORS_ALLOWED_ORIGINS", ORIGIN)]).await;
+    assert_eq!(app.get("/v1/audiences/1001").await.status(), 200);
+    for _ in 0..2 {
+        let plain = app.get("/v1/audiences/1001").await;
+        assert!(header(&plain, "cache-status").contains("hit"));
+        assert!(
+            header(&plain, "vary").contains("Origin"),
+            "{:?}",
+            plain.headers()
+        );
+        let cors = get_with(&app, "/v1/audiences/1001", &[("origin", ORIGIN)]).await;
+        assert!(header(&cors, "cache-status").contains("hit"));
+        assert_eq!(header(&cors, "access-control-allow-origin"), ORIGIN);
+        assert!(header(&cors, "vary").contains("Origin"));
+    }
 }
 
 #[actix_web::test]
