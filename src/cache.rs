@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 use crate::settings::CacheSettings;
-use crate::upstream::api::{AudienceDto, CrmDataDto};
+use crate::upstream::api::AudienceDto;
 use crate::upstream::{CallContext, UpstreamClient, UpstreamError};
 
 /// Which representation of an audience.
@@ -63,6 +63,17 @@ impl Representation {
     }
 }
 
+impl Representation {
+    /// The representation of `view`, from the vendor object.
+    fn of_view(dto: &AudienceDto, view: View) -> Result<Self, UpstreamError> {
+        match view {
+            View::Audience => Self::of(&dto.to_audience()),
+            View::Insights => Self::of(&dto.to_insights()),
+            View::Uploads => Self::of(&dto.to_uploads()),
+        }
+    }
+}
+
 /// A strong ETag from the body bytes (stable across replicas and restarts).
 pub fn strong_etag(body: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -90,9 +101,9 @@ impl CachedAudience {
     /// Builds all representations from the vendor object.
     pub fn from_dto(dto: &AudienceDto) -> Result<Self, UpstreamError> {
         Ok(Self {
-            audience: Representation::of(&dto.to_audience())?,
-            insights: Representation::of(&dto.to_insights())?,
-            uploads: Representation::of(&dto.to_uploads())?,
+            audience: Representation::of_view(dto, View::Audience)?,
+            insights: Representation::of_view(dto, View::Insights)?,
+            uploads: Representation::of_view(dto, View::Uploads)?,
             fetched: Instant::now(),
         })
     }
@@ -367,18 +378,7 @@ impl AudienceCache {
                     let dto = upstream.load_audience::<IgnoredAny>(ctx, id).await?;
                     Representation::of(&dto.to_audience())?
                 }
-                View::Insights => Representation::of(
-                    &upstream
-                        .load_audience::<CrmDataDto>(ctx, id)
-                        .await?
-                        .to_insights(),
-                )?,
-                View::Uploads => Representation::of(
-                    &upstream
-                        .load_audience::<CrmDataDto>(ctx, id)
-                        .await?
-                        .to_uploads(),
-                )?,
+                other => Representation::of_view(&upstream.load_audience(ctx, id).await?, other)?,
             };
             return Ok((Arc::new(CachedAudience::only(view, rep)), Outcome::Bypass));
         }

@@ -150,7 +150,8 @@ fn acceptable_traceparent(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
-/// The request's id and trace context, for handlers to pass upstream.
+/// The request's id and trace context, for handlers to pass upstream: the id is the
+/// request's [`REQUEST_ID`], the trace context its `traceparent` header when well formed.
 #[derive(Debug, Clone)]
 pub struct RequestContext(pub CallContext);
 
@@ -159,11 +160,13 @@ impl FromRequest for RequestContext {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ctx = req
-            .extensions()
-            .get::<CallContext>()
-            .cloned()
-            .unwrap_or_default();
+        let ctx = CallContext {
+            request_id: REQUEST_ID.try_with(|id| id.to_string()).unwrap_or_default(),
+            traceparent: req
+                .headers()
+                .get("traceparent")
+                .and_then(acceptable_traceparent),
+        };
         std::future::ready(Ok(RequestContext(ctx)))
     }
 }
@@ -229,18 +232,11 @@ pub async fn request_context(
                 actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge { limit });
             req.into_response(resp)
         } else {
-            let traceparent = req
-                .headers()
-                .get("traceparent")
-                .and_then(acceptable_traceparent);
-            req.extensions_mut().insert(CallContext {
-                request_id: request_id.to_string(),
-                traceparent,
-            });
             // Handlers' errors arrive here as responses; only inner middleware can fail
             // outright (e.g. CORS refusing an origin), and actix renders those itself.
+            // `call` runs inside the scope too: routing and extractors start there.
             REQUEST_ID
-                .scope(request_id.clone(), next.call(req))
+                .scope(request_id.clone(), async move { next.call(req).await })
                 .await?
                 .map_into_boxed_body()
         };
