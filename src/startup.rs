@@ -236,6 +236,12 @@ impl Application {
                 .route("/docs", web::get().to(docs_redirect))
                 .app_data(known.clone())
                 .default_service(web::to(unmatched))
+                // Hits before routing: here inside CORS when CORS is configured, else
+                // in `request_context`, before any other layer.
+                .wrap(Condition::new(
+                    !origins.is_empty(),
+                    from_fn(routes::audiences::fresh_hits),
+                ))
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))
         })

@@ -2,7 +2,8 @@
 //!
 //! [`request_context`] runs around every request: it takes the caller's `X-Request-Id` (or
 //! makes one), makes it the [`REQUEST_ID`] of every log line the request writes, answers
-//! fresh cached reads before routing (`routes::audiences::serve_fresh`), returns the id in
+//! fresh cached reads before routing (`routes::audiences::serve_fresh`; with CORS
+//! configured, `routes::audiences::fresh_hits` does it inside CORS), returns the id in
 //! the response, fills it into problem+json bodies, records metrics and writes one access
 //! line.
 //!
@@ -30,6 +31,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::auth::CallerSubject;
 use crate::error::{ApiError, Problem};
+use crate::routes::audiences::AnsweredBeforeRouting;
 use crate::settings::{LogFormat, LogSettings};
 use crate::upstream::CallContext;
 use crate::AppState;
@@ -214,8 +216,12 @@ pub async fn request_context(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
+    // With CORS configured, hits are answered inside the CORS middleware instead
+    // (`routes::audiences::fresh_hits`), which adds its headers to every answer.
     let fresh = match &state {
-        Some(state) if head_bytes <= limit => {
+        Some(state)
+            if head_bytes <= limit && state.settings.server.cors_allowed_origins.is_empty() =>
+        {
             crate::routes::audiences::serve_fresh(state, req.request()).await
         }
         _ => None,
@@ -240,10 +246,13 @@ pub async fn request_context(
                 .await?
                 .map_into_boxed_body()
         };
-        let route = res
-            .request()
-            .match_pattern()
-            .map_or(Cow::Borrowed("unmatched"), Cow::Owned);
+        let route = match res.response().extensions().get::<AnsweredBeforeRouting>() {
+            Some(early) => Cow::Borrowed(early.0),
+            None => res
+                .request()
+                .match_pattern()
+                .map_or(Cow::Borrowed("unmatched"), Cow::Owned),
+        };
         let caller = res
             .request()
             .extensions()

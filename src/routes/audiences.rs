@@ -3,13 +3,16 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName};
 use actix_web::http::StatusCode;
-use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::middleware::Next;
+use actix_web::{delete, get, patch, post, web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
 
 use super::{json, json_bytes, path_id, set_header, JsonBody, CACHE_STATUS};
-use crate::auth::{Activate, Authorized, Caller, Delete, Read, Write};
+use crate::auth::{Activate, Authorized, Caller, CallerSubject, Delete, Read, Write};
 use crate::cache::{CachedAudience, Outcome, View};
 use crate::domain::{
     Activation, Audience, AudiencePatch, Insights, NewActivation, NewAudience, Uploads,
@@ -128,19 +131,20 @@ fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
 
 /// The hit path, served before routing: `GET /v1/audiences/{id}` (or its `/insights`,
 /// `/uploads`) answered from a fresh cache entry when nothing about the request needs
-/// more than that: a token verified before that grants `audiences:read`, no request to
-/// bypass the cache, no CORS configured. The response is the one [`get_audience`]
-/// and its siblings give for a hit ([`render_view`]); `None` sends the request on to
-/// routing and the handlers, which decide everything else (misses, errors, CORS).
+/// more than that: a token verified before that grants `audiences:read` and no request to
+/// bypass the cache. The response is the one [`get_audience`] and its siblings give for
+/// a hit ([`render_view`]); `None` sends the request on to routing and the handlers,
+/// which decide everything else (misses, errors).
+///
+/// Called by the outermost middleware (`telemetry::request_context`) when no CORS is
+/// configured, else by [`fresh_hits`] inside the CORS middleware, which adds its headers
+/// to every answer (`Vary: Origin` even without an `Origin`).
 pub async fn serve_fresh(state: &AppState, req: &HttpRequest) -> Option<FreshAnswer> {
     if !state.cache.is_enabled() || req.method() != actix_web::http::Method::GET {
         return None;
     }
     let (raw_id, view, route) = cached_read(req.path())?;
-    // With CORS configured, the CORS middleware adds headers to every response (`Vary:
-    // Origin` even without an `Origin`, so browser caches keep CORS and non-CORS answers
-    // apart); those reads take the full stack.
-    if wants_refresh(req) || !state.settings.server.cors_allowed_origins.is_empty() {
+    if wants_refresh(req) {
         return None;
     }
     let id = path_id(raw_id).ok()?;
@@ -151,6 +155,35 @@ pub async fn serve_fresh(state: &AppState, req: &HttpRequest) -> Option<FreshAns
         route,
         caller,
     })
+}
+
+/// The route template of a response [`fresh_hits`] gave, for the access log and metrics
+/// (routing, which would have named it, did not run).
+#[derive(Clone, Copy)]
+pub struct AnsweredBeforeRouting(pub &'static str);
+
+/// Middleware between CORS and routing, installed when CORS is configured: answers hits
+/// with [`serve_fresh`] and lets the CORS middleware add its headers; everything else goes
+/// on to routing.
+pub async fn fresh_hits<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let hit = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => serve_fresh(state, req.request()).await,
+        None => None,
+    };
+    match hit {
+        Some(hit) => {
+            req.extensions_mut().insert(CallerSubject(hit.caller));
+            let mut response = hit.response;
+            response
+                .extensions_mut()
+                .insert(AnsweredBeforeRouting(hit.route));
+            Ok(req.into_response(response).map_into_right_body())
+        }
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 /// Get an audience

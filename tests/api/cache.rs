@@ -564,12 +564,11 @@ fn same_but_ttl(a: &str, b: &str) {
     assert!((na - nb).abs() <= 1, "{a} vs {b}");
 }
 
-#[actix_web::test]
-async fn hits_answered_before_routing_match_the_handlers_answers() {
-    // A hit is answered before routing once the caller's token was verified; the first
-    // request with a new token goes through routing and the handler (which verifies it).
-    // Both answers must be the same.
-    let app = spawn_with_sandbox(&[]).await;
+/// The first read with a new token goes through routing and the handler (which verifies
+/// the token); the next one with the same token is answered before routing. Both answers
+/// must be the same: status, header names, ETag, content type, cache headers, body, and
+/// 304 for a current `If-None-Match`. `extra` headers go with every request.
+async fn early_hits_match_routed_hits(app: &TestApp, extra: &[(&str, &str)]) {
     let mut n = 0;
     for path in [
         "/v1/audiences/1001",
@@ -579,9 +578,12 @@ async fn hits_answered_before_routing_match_the_handlers_answers() {
         assert_eq!(app.get(path).await.status(), 200, "{path}");
         for conditional in [false, true] {
             n += 1;
-            let caller = token(&format!("caller-{n}"), &["audiences:read"]);
+            let caller = token(&format!("caller-{}-{n}", extra.len()), &["audiences:read"]);
             let get = |etag: Option<String>| {
                 let mut req = app.client.get(app.url(path)).bearer_auth(&caller);
+                for (k, v) in extra {
+                    req = req.header(*k, *v);
+                }
                 if let Some(etag) = etag {
                     req = req.header("if-none-match", etag);
                 }
@@ -600,11 +602,18 @@ async fn hits_answered_before_routing_match_the_handlers_answers() {
             for name in ["etag", "x-request-id"] {
                 assert!(!header(&early, name).is_empty(), "{path}: {name}");
             }
-            assert_eq!(header(&early, "etag"), header(&routed, "etag"));
-            assert_eq!(
-                header(&early, "content-type"),
-                header(&routed, "content-type")
-            );
+            for name in [
+                "etag",
+                "content-type",
+                "vary",
+                "access-control-allow-origin",
+            ] {
+                assert_eq!(
+                    header(&early, name),
+                    header(&routed, name),
+                    "{path}: {name}"
+                );
+            }
             same_but_ttl(
                 &header(&early, "cache-control"),
                 &header(&routed, "cache-control"),
@@ -633,6 +642,46 @@ async fn hits_answered_before_routing_match_the_handlers_answers() {
         }
     }
     assert_eq!(app.sim().call_count("loadAudience"), 1);
+    // Early answers are counted under their route, like routed ones.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for route in [
+        "/v1/audiences/{id}",
+        "/v1/audiences/{id}/insights",
+        "/v1/audiences/{id}/uploads",
+    ] {
+        let count = format!(
+            "audience_gateway_http_request_duration_seconds_count{{route=\"{route}\",method=\"GET\",status=\"200\"}}"
+        );
+        assert!(metrics.contains(&count), "{route}: {metrics}");
+    }
+    assert!(
+        !metrics.contains("route=\"unmatched\",method=\"GET\""),
+        "{metrics}"
+    );
+}
+
+#[actix_web::test]
+async fn hits_answered_before_routing_match_the_handlers_answers() {
+    let app = spawn_with_sandbox(&[]).await;
+    early_hits_match_routed_hits(&app, &[]).await;
+}
+
+#[actix_web::test]
+async fn with_cors_configured_hits_answered_before_routing_match_the_handlers_answers() {
+    // With CORS configured the early answer is given inside the CORS middleware, which adds
+    // the same headers to it as to the handler's.
+    const ORIGIN: &str = "https://app.example.com";
+    let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CORS_ALLOWED_ORIGINS", ORIGIN)]).await;
+    early_hits_match_routed_hits(&app, &[]).await;
+    early_hits_match_routed_hits(&app, &[("origin", ORIGIN)]).await;
 }
 
 #[actix_web::test]
@@ -655,6 +704,17 @@ async fn with_cors_configured_every_hit_carries_the_cors_headers() {
         assert_eq!(header(&cors, "access-control-allow-origin"), ORIGIN);
         assert!(header(&cors, "vary").contains("Origin"));
     }
+    // An origin that is not allowed gets no CORS grant (the browser then withholds the
+    // answer from its page), hit or not.
+    let other = get_with(
+        &app,
+        "/v1/audiences/1001",
+        &[("origin", "https://evil.example.com")],
+    )
+    .await;
+    assert!(header(&other, "cache-status").contains("hit"));
+    assert!(header(&other, "access-control-allow-origin").is_empty());
+    assert!(header(&other, "vary").contains("Origin"));
 }
 
 #[actix_web::test]
