@@ -18,6 +18,8 @@ ROWS = [
     ("b  cached GET, RS256", "b_cached_rs256", "base_static_rs", "minimal handler"),
     ("baseline: minimal handler, mimalloc", "base_static_mi", None, ""),
     ("a  (same run, other baseline)", "a_cached_hs256", "base_static_mi", "handler on mimalloc"),
+    ("baseline: minimal handler, Origin req", "base_static_origin", None, ""),
+    ("a' cached GET, CORS configured", "a_cors", "base_static_origin", "minimal handler"),
     ("baseline: simulator GET direct", "base_upstream_get", None, ""),
     ("baseline: reqwest forwarder", "base_forward", None, ""),
     ("c  miss GET (cache off)", "c_miss", "base_forward", "forwarder"),
@@ -153,7 +155,8 @@ def main():
 
     checks = []
     rps = lambda x: x["rps"]  # noqa: E731
-    for name, base in (("a_cached_hs256", "base_static"), ("b_cached_rs256", "base_static_rs")):
+    for name, base in (("a_cached_hs256", "base_static"), ("b_cached_rs256", "base_static_rs"),
+                       ("a_cors", "base_static_origin")):
         r, v = picked.get(name), paired(runs, name, base, rps)
         if r and v is not None:
             checks.append((f"{name}: req/s >= 0.85x minimal handler", v >= 0.85, f"{v:.2f}x"))
