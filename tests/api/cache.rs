@@ -643,15 +643,7 @@ async fn early_hits_match_routed_hits(app: &TestApp, extra: &[(&str, &str)]) {
     }
     assert_eq!(app.sim().call_count("loadAudience"), 1);
     // Early answers are counted under their route, like routed ones.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     for route in [
         "/v1/audiences/{id}",
         "/v1/audiences/{id}/insights",
