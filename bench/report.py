@@ -155,11 +155,13 @@ def main():
 
     checks = []
     rps = lambda x: x["rps"]  # noqa: E731
-    for name, base in (("a_cached_hs256", "base_static"), ("b_cached_rs256", "base_static_rs"),
-                       ("a_cors", "base_static_origin")):
+    for name, base, extra in (
+        ("a_cached_hs256", "base_static", ""),
+        ("b_cached_rs256", "base_static_rs", ""),
+        ("a_cors", "base_static_origin", " (CORS configured; beyond the issue's rows)"),
+    ):
         r, v = picked.get(name), paired(runs, name, base, rps)
         if r and v is not None:
-            extra = " (CORS configured; beyond the issue's rows)" if name == "a_cors" else ""
             checks.append((f"{name}{extra}: req/s >= 0.85x minimal handler", v >= 0.85, f"{v:.2f}x"))
             checks.append((f"{name}: p99 < 2 ms at {r['conns']} connections",
                            r["p99_us"] < 2000, ms(r["p99_us"])))

@@ -61,9 +61,7 @@ impl Representation {
             body: Bytes::from(body),
         })
     }
-}
 
-impl Representation {
     /// The representation of `view`, from the vendor object.
     fn of_view(dto: &AudienceDto, view: View) -> Result<Self, UpstreamError> {
         match view {

@@ -65,6 +65,14 @@ pub struct ServerSettings {
     pub cors_allowed_origins: Vec<String>,
 }
 
+impl ServerSettings {
+    /// Whether browser origins are allowed (the CORS middleware is installed): it adds
+    /// headers to every answer, so cached hits are then answered inside it.
+    pub fn cors_configured(&self) -> bool {
+        !self.cors_allowed_origins.is_empty()
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {

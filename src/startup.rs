@@ -214,6 +214,7 @@ impl Application {
         let s = state.settings.clone();
         let spec = crate::openapi::spec();
         let known = web::Data::new(KnownPaths::new(&spec));
+        let with_cors = s.server.cors_configured();
         let origins = s.server.cors_allowed_origins.clone();
         let factory_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -239,10 +240,10 @@ impl Application {
                 // Hits before routing: here inside CORS when CORS is configured, else
                 // in `request_context`, before any other layer.
                 .wrap(Condition::new(
-                    !origins.is_empty(),
+                    with_cors,
                     from_fn(routes::audiences::fresh_hits),
                 ))
-                .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+                .wrap(Condition::new(with_cors, cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))
         })
         .disable_signals()

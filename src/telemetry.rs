@@ -219,9 +219,7 @@ pub async fn request_context(
     // With CORS configured, hits are answered inside the CORS middleware instead
     // (`routes::audiences::fresh_hits`), which adds its headers to every answer.
     let fresh = match &state {
-        Some(state)
-            if head_bytes <= limit && state.settings.server.cors_allowed_origins.is_empty() =>
-        {
+        Some(state) if head_bytes <= limit && !state.settings.server.cors_configured() => {
             crate::routes::audiences::serve_fresh(state, req.request()).await
         }
         _ => None,

@@ -633,8 +633,8 @@ async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, Upstream
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                let before = only.as_ref().map_or(buf.len(), bytes::Bytes::len);
-                if before + chunk.len() > MAX_UPSTREAM_BODY {
+                let held = only.as_ref().map_or(0, bytes::Bytes::len) + buf.len();
+                if held + chunk.len() > MAX_UPSTREAM_BODY {
                     return Err(UpstreamError::Failure("upstream body too large".into()));
                 }
                 if buf.is_empty() && only.is_none() {
