@@ -250,11 +250,6 @@ impl AudienceCache {
         }
     }
 
-    /// Whether reads are cached at all (`cache.enabled` and a non-zero TTL).
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// `Cache-Control` and `Cache-Status` for an outcome.
     pub fn header_values(&self, outcome: Outcome) -> (HeaderValue, HeaderValue) {
         match outcome {

@@ -237,11 +237,11 @@ impl Application {
                 .route("/docs", web::get().to(docs_redirect))
                 .app_data(known.clone())
                 .default_service(web::to(unmatched))
-                // Hits before routing: here inside CORS when CORS is configured, else
+                // Reads before routing: here inside CORS when CORS is configured, else
                 // in `request_context`, before any other layer.
                 .wrap(Condition::new(
                     with_cors,
-                    from_fn(routes::audiences::fresh_hits),
+                    from_fn(routes::audiences::early_reads),
                 ))
                 .wrap(Condition::new(with_cors, cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))

@@ -2,8 +2,8 @@
 //!
 //! [`request_context`] runs around every request: it takes the caller's `X-Request-Id` (or
 //! makes one), makes it the [`REQUEST_ID`] of every log line the request writes, answers
-//! fresh cached reads before routing (`routes::audiences::serve_fresh`; with CORS
-//! configured, `routes::audiences::fresh_hits` does it inside CORS), returns the id in
+//! audience reads before routing (`routes::audiences::serve_read`; with CORS
+//! configured, `routes::audiences::early_reads` does it inside CORS), returns the id in
 //! the response, fills it into problem+json bodies, records metrics and writes one access
 //! line.
 //!
@@ -162,14 +162,20 @@ impl FromRequest for RequestContext {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ctx = CallContext {
+        std::future::ready(Ok(Self::of(req)))
+    }
+}
+
+impl RequestContext {
+    /// The context of `req`; inside the request-id scope, as every handler runs.
+    pub fn of(req: &HttpRequest) -> Self {
+        RequestContext(CallContext {
             request_id: REQUEST_ID.try_with(|id| id.to_string()).unwrap_or_default(),
             traceparent: req
                 .headers()
                 .get("traceparent")
                 .and_then(acceptable_traceparent),
-        };
-        std::future::ready(Ok(RequestContext(ctx)))
+        })
     }
 }
 
@@ -216,19 +222,24 @@ pub async fn request_context(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    // With CORS configured, hits are answered inside the CORS middleware instead
-    // (`routes::audiences::fresh_hits`), which adds its headers to every answer.
-    let fresh = match &state {
+    // With CORS configured, reads are answered inside the CORS middleware instead
+    // (`routes::audiences::early_reads`), which adds its headers to every answer.
+    let early = match &state {
         Some(state) if head_bytes <= limit && !state.settings.server.cors_configured() => {
-            crate::routes::audiences::serve_fresh(state, req.request()).await
+            REQUEST_ID
+                .scope(
+                    request_id.clone(),
+                    crate::routes::audiences::serve_read(state, req.request()),
+                )
+                .await
         }
         _ => None,
     };
-    let (mut res, route, caller) = if let Some(hit) = fresh {
+    let (mut res, route, caller) = if let Some(early) = early {
         (
-            req.into_response(hit.response),
-            Cow::Borrowed(hit.route),
-            Some(hit.caller),
+            fill_problem(req.into_response(early.response), &request_id),
+            Cow::Borrowed(early.route),
+            Some(early.caller),
         )
     } else {
         let res = if head_bytes > limit {

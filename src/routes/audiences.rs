@@ -78,10 +78,9 @@ async fn cached_view(
     state: &AppState,
     req: &HttpRequest,
     ctx: &CallContext,
-    raw_id: &str,
+    id: i64,
     view: View,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path_id(raw_id)?;
     let (entry, outcome) = state
         .cache
         .get_view(&state.upstream, ctx, id, wants_refresh(req), view)
@@ -110,15 +109,15 @@ fn render_view(
     resp
 }
 
-/// A read answered by [`serve_fresh`].
-pub struct FreshAnswer {
+/// A read answered by [`serve_read`], before routing.
+pub struct EarlyAnswer {
     pub response: HttpResponse,
     /// The route template, as routing would have matched it (metrics, access log).
     pub route: &'static str,
     pub caller: Arc<Caller>,
 }
 
-/// The cached reads [`serve_fresh`] recognises: `(id segment, view, route template)`.
+/// The reads [`serve_read`] recognises: `(id segment, view, route template)`.
 fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
     let rest = path.strip_prefix("/v1/audiences/")?;
     Some(match rest.split_once('/') {
@@ -129,57 +128,65 @@ fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
     })
 }
 
-/// The hit path, served before routing: `GET /v1/audiences/{id}` (or its `/insights`,
-/// `/uploads`) answered from a fresh cache entry when nothing about the request needs
-/// more than that: a token verified before that grants `audiences:read` and no request to
-/// bypass the cache. The response is the one [`get_audience`] and its siblings give for
-/// a hit ([`render_view`]); `None` sends the request on to routing and the handlers,
-/// which decide everything else (misses, errors).
+/// The read path, served before routing: `GET /v1/audiences/{id}` (or its `/insights`,
+/// `/uploads`) with a valid id and a token verified before that grants `audiences:read`
+/// is answered here, without routing, extractors or a boxed handler future: a fresh cache
+/// entry directly, anything else (a miss, a refresh, the cache disabled, an upstream
+/// failure) by the function the handlers call, [`cached_view`], so the answer is the
+/// handler's by construction. `None` (another request, an unknown or insufficient token,
+/// a malformed id) sends the request on to routing and the handlers, which decide those.
 ///
-/// Called by the outermost middleware (`telemetry::request_context`) when no CORS is
-/// configured, else by [`fresh_hits`] inside the CORS middleware, which adds its headers
-/// to every answer (`Vary: Origin` even without an `Origin`).
-pub async fn serve_fresh(state: &AppState, req: &HttpRequest) -> Option<FreshAnswer> {
-    if !state.cache.is_enabled() || req.method() != actix_web::http::Method::GET {
+/// Called by the outermost middleware (`telemetry::request_context`, inside its request-id
+/// scope) when no CORS is configured, else by [`early_reads`] inside the CORS middleware,
+/// which adds its headers to every answer (`Vary: Origin` even without an `Origin`).
+pub async fn serve_read(state: &AppState, req: &HttpRequest) -> Option<EarlyAnswer> {
+    if req.method() != actix_web::http::Method::GET {
         return None;
     }
     let (raw_id, view, route) = cached_read(req.path())?;
-    if wants_refresh(req) {
-        return None;
-    }
     let id = path_id(raw_id).ok()?;
     let caller = state.auth.authorized_known::<Read>(req.headers())?;
-    let (entry, outcome) = state.cache.fresh(state.upstream.identity(), id).await?;
-    Some(FreshAnswer {
-        response: render_view(state, req, &entry, outcome, view),
+    let fresh = if wants_refresh(req) {
+        None
+    } else {
+        state.cache.fresh(state.upstream.identity(), id).await
+    };
+    let response = match fresh {
+        Some((entry, outcome)) => render_view(state, req, &entry, outcome, view),
+        None => cached_view(state, req, &RequestContext::of(req).0, id, view)
+            .await
+            .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e)),
+    };
+    Some(EarlyAnswer {
+        response,
         route,
         caller,
     })
 }
 
-/// The route template of a response [`fresh_hits`] gave, for the access log and metrics
+/// The route template of a response [`early_reads`] gave, for the access log and metrics
 /// (routing, which would have named it, did not run).
 #[derive(Clone, Copy)]
 pub struct AnsweredBeforeRouting(pub &'static str);
 
-/// Middleware between CORS and routing, installed when CORS is configured: answers hits
-/// with [`serve_fresh`] and lets the CORS middleware add its headers; everything else goes
+/// Middleware between CORS and routing, installed when CORS is configured: answers reads
+/// with [`serve_read`] and lets the CORS middleware add its headers; everything else goes
 /// on to routing.
-pub async fn fresh_hits<B: MessageBody + 'static>(
+pub async fn early_reads<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let hit = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => serve_fresh(state, req.request()).await,
+    let early = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => serve_read(state, req.request()).await,
         None => None,
     };
-    match hit {
-        Some(hit) => {
-            req.extensions_mut().insert(CallerSubject(hit.caller));
-            let mut response = hit.response;
+    match early {
+        Some(early) => {
+            req.extensions_mut().insert(CallerSubject(early.caller));
+            let mut response = early.response;
             response
                 .extensions_mut()
-                .insert(AnsweredBeforeRouting(hit.route));
+                .insert(AnsweredBeforeRouting(early.route));
             Ok(req.into_response(response).map_into_right_body())
         }
         None => Ok(next.call(req).await?.map_into_left_body()),
@@ -222,7 +229,7 @@ async fn get_audience(
     ctx: RequestContext,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    cached_view(&state, &req, &ctx.0, &id, View::Audience).await
+    cached_view(&state, &req, &ctx.0, path_id(&id)?, View::Audience).await
 }
 
 /// Get audience insights
@@ -259,7 +266,7 @@ async fn get_insights(
     ctx: RequestContext,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    cached_view(&state, &req, &ctx.0, &id, View::Insights).await
+    cached_view(&state, &req, &ctx.0, path_id(&id)?, View::Insights).await
 }
 
 /// List CRM uploads
@@ -296,7 +303,7 @@ async fn get_uploads(
     ctx: RequestContext,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    cached_view(&state, &req, &ctx.0, &id, View::Uploads).await
+    cached_view(&state, &req, &ctx.0, path_id(&id)?, View::Uploads).await
 }
 
 /// The validated `Idempotency-Key` header, if any.

@@ -564,6 +564,18 @@ fn same_but_ttl(a: &str, b: &str) {
     assert!((na - nb).abs() <= 1, "{a} vs {b}");
 }
 
+/// A response's header names, sorted, without `date`.
+fn header_names(r: &reqwest::Response) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .headers()
+        .keys()
+        .map(|k| k.as_str().to_string())
+        .filter(|k| k != "date")
+        .collect();
+    v.sort();
+    v
+}
+
 /// The first read with a new token goes through routing and the handler (which verifies
 /// the token); the next one with the same token is answered before routing. Both answers
 /// must be the same: status, header names, ETag, content type, cache headers, body, and
@@ -623,17 +635,7 @@ async fn early_hits_match_routed_hits(app: &TestApp, extra: &[(&str, &str)]) {
                 &header(&early, "cache-status"),
                 &header(&routed, "cache-status"),
             );
-            let names = |r: &reqwest::Response| {
-                let mut v: Vec<String> = r
-                    .headers()
-                    .keys()
-                    .map(|k| k.as_str().to_string())
-                    .filter(|k| k != "date")
-                    .collect();
-                v.sort();
-                v
-            };
-            assert_eq!(names(&early), names(&routed), "{path}");
+            assert_eq!(header_names(&early), header_names(&routed), "{path}");
             assert_eq!(
                 early.bytes().await.unwrap(),
                 routed.bytes().await.unwrap(),
@@ -747,4 +749,174 @@ async fn a_fresh_entry_never_skips_token_checks() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(app.sim().call_count("loadAudience"), 1);
+}
+
+/// A header value equal in both answers, except for a trailing seconds count (`ttl=`,
+/// `max-age=`) that may differ by one.
+fn same_header(name: &str, early: &str, routed: &str) {
+    if early.ends_with(|c: char| c.is_ascii_digit()) {
+        same_but_ttl(early, routed);
+    } else {
+        assert_eq!(early, routed, "{name}");
+    }
+}
+
+/// One read to compare: path, request headers, expected status, and whether it goes to
+/// the upstream.
+struct ReadCase<'a> {
+    path: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    status: u16,
+    upstream: bool,
+}
+
+impl<'a> ReadCase<'a> {
+    /// A read that goes to the upstream.
+    fn upstream(path: &'a str, headers: &'a [(&'a str, &'a str)], status: u16) -> Self {
+        Self {
+            path,
+            headers,
+            status,
+            upstream: true,
+        }
+    }
+}
+
+/// For each read, the first request with a new token goes through routing and the handler
+/// (which verifies the token); the second, with the same token, is answered before
+/// routing. Both answers must be the same (status, header names and values, body; a
+/// problem's `requestId` is each answer's own `X-Request-Id`), and a read that goes to the
+/// upstream must carry the request's id and trace context there.
+async fn early_reads_match_routed_reads(app: &TestApp, reads: &[ReadCase<'_>]) {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (n, read) in reads.iter().enumerate() {
+        let caller = token(&format!("reader-{n}"), &["audiences:read"]);
+        let calls = app.sim().call_count("loadAudience");
+        let mut answers = Vec::new();
+        for which in ["routed", "early"] {
+            let request_id = format!("{which}-{n}");
+            let mut req = app
+                .client
+                .get(app.url(read.path))
+                .bearer_auth(&caller)
+                .header("x-request-id", &request_id)
+                .header("traceparent", TRACEPARENT);
+            for (k, v) in read.headers {
+                req = req.header(*k, *v);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), read.status, "{which} {}", read.path);
+            assert_eq!(header(&resp, "x-request-id"), request_id);
+            if read.upstream {
+                let sent = app.sim().last_request_headers();
+                let has = |k: &str, v: &str| sent.iter().any(|(a, b)| a == k && b == v);
+                assert!(has("x-request-id", &request_id), "{which}: {sent:?}");
+                assert!(has("traceparent", TRACEPARENT), "{which}: {sent:?}");
+            }
+            answers.push(resp);
+        }
+        let early = answers.pop().unwrap();
+        let routed = answers.pop().unwrap();
+        let names = header_names(&early);
+        assert_eq!(names, header_names(&routed), "{}", read.path);
+        for name in names {
+            if name != "x-request-id" && name != "content-length" {
+                same_header(&name, &header(&early, &name), &header(&routed, &name));
+            }
+        }
+        let upstream_calls = if read.upstream { 2 } else { 0 };
+        assert_eq!(
+            app.sim().call_count("loadAudience") - calls,
+            upstream_calls,
+            "{}",
+            read.path
+        );
+        if header(&early, "content-type") == "application/problem+json" {
+            let mut early = problem(early).await;
+            let mut routed = problem(routed).await;
+            assert_eq!(early["requestId"], format!("early-{n}"));
+            early["requestId"].take();
+            routed["requestId"].take();
+            assert_eq!(early, routed, "{}", read.path);
+        } else {
+            assert_eq!(
+                early.bytes().await.unwrap(),
+                routed.bytes().await.unwrap(),
+                "{}",
+                read.path
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn with_the_cache_disabled_reads_answered_before_routing_match_the_handlers_answers() {
+    let app = spawn_with_sandbox(&[("GATEWAY_CACHE__ENABLED", "false")]).await;
+    let etag = header(&app.get("/v1/audiences/1001").await, "etag");
+    let current = [("if-none-match", etag.as_str())];
+    early_reads_match_routed_reads(
+        &app,
+        &[
+            ReadCase::upstream("/v1/audiences/1001", &[], 200),
+            ReadCase::upstream("/v1/audiences/1001/insights", &[], 200),
+            ReadCase::upstream("/v1/audiences/1001/uploads", &[], 200),
+            ReadCase::upstream("/v1/audiences/1001", &current, 304),
+            ReadCase::upstream("/v1/audiences/999999", &[], 404),
+            ReadCase::upstream("/v1/audiences/999999/insights", &[], 404),
+        ],
+    )
+    .await;
+    // Early answers, errors included, are counted under their route, like routed ones.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for (route, status, count) in [
+        ("/v1/audiences/{id}", 200, 3),
+        ("/v1/audiences/{id}/uploads", 200, 2),
+        ("/v1/audiences/{id}", 304, 2),
+        ("/v1/audiences/{id}/insights", 404, 2),
+    ] {
+        let count = format!(
+            "audience_gateway_http_request_duration_seconds_count{{route=\"{route}\",method=\"GET\",status=\"{status}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&count), "{count}: {metrics}");
+    }
+    assert!(!metrics.contains("route=\"unmatched\""), "{metrics}");
+}
+
+#[actix_web::test]
+async fn refreshes_and_upstream_failures_answered_before_routing_match_the_handlers_answers() {
+    let app = spawn_with_sandbox(&[]).await;
+    assert_eq!(app.get("/v1/audiences/1002").await.status(), 200);
+    let refresh = [("cache-control", "no-cache")];
+    early_reads_match_routed_reads(
+        &app,
+        &[
+            ReadCase::upstream("/v1/audiences/1002", &refresh, 200),
+            ReadCase {
+                upstream: false,
+                ..ReadCase::upstream("/v1/audiences/1002/uploads", &[], 200)
+            },
+            ReadCase::upstream("/v1/audiences/999998", &[], 404),
+        ],
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn with_cors_configured_misses_answered_before_routing_match_the_handlers_answers() {
+    const ORIGIN: &str = "https://app.example.com";
+    let app = spawn_with_sandbox(&[
+        ("GATEWAY_CACHE__ENABLED", "false"),
+        ("GATEWAY_SERVER__CORS_ALLOWED_ORIGINS", ORIGIN),
+    ])
+    .await;
+    let origin = [("origin", ORIGIN)];
+    early_reads_match_routed_reads(
+        &app,
+        &[
+            ReadCase::upstream("/v1/audiences/1001", &origin, 200),
+            ReadCase::upstream("/v1/audiences/1001", &[], 200),
+            ReadCase::upstream("/v1/audiences/999999", &origin, 404),
+        ],
+    )
+    .await;
 }
