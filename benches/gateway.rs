@@ -174,7 +174,11 @@ fn cache(c: &mut Criterion) {
         panic!("the simulator's answer decodes");
     };
     group.bench_function("build_entry", |b| {
-        b.iter(|| CachedAudience::from_dto(black_box(&dto)).expect("entry"))
+        b.iter_batched(
+            || dto.clone(),
+            |dto| CachedAudience::from_dto(black_box(dto)).expect("entry"),
+            criterion::BatchSize::SmallInput,
+        )
     });
     group.finish();
 

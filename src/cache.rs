@@ -63,9 +63,9 @@ impl Representation {
     }
 
     /// The representation of `view`, from the vendor object.
-    fn of_view(dto: &AudienceDto, view: View) -> Result<Self, UpstreamError> {
+    fn of_view(dto: AudienceDto, view: View) -> Result<Self, UpstreamError> {
         match view {
-            View::Audience => Self::of(&dto.to_audience()),
+            View::Audience => Self::of(&dto.into_audience()),
             View::Insights => Self::of(&dto.to_insights()),
             View::Uploads => Self::of(&dto.to_uploads()),
         }
@@ -97,11 +97,11 @@ pub struct CachedAudience {
 
 impl CachedAudience {
     /// Builds all representations from the vendor object.
-    pub fn from_dto(dto: &AudienceDto) -> Result<Self, UpstreamError> {
+    pub fn from_dto(dto: AudienceDto) -> Result<Self, UpstreamError> {
         Ok(Self {
-            audience: Representation::of_view(dto, View::Audience)?,
-            insights: Representation::of_view(dto, View::Insights)?,
-            uploads: Representation::of_view(dto, View::Uploads)?,
+            insights: Representation::of(&dto.to_insights())?,
+            uploads: Representation::of(&dto.to_uploads())?,
+            audience: Representation::of(&dto.into_audience())?,
             fetched: Instant::now(),
         })
     }
@@ -302,7 +302,7 @@ impl AudienceCache {
     ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
         if !self.enabled {
             let dto = upstream.load_audience(ctx, id).await?;
-            return Ok((Arc::new(CachedAudience::from_dto(&dto)?), Outcome::Bypass));
+            return Ok((Arc::new(CachedAudience::from_dto(dto)?), Outcome::Bypass));
         }
         let key = Key {
             identity: upstream.identity(),
@@ -369,9 +369,9 @@ impl AudienceCache {
             let rep = match view {
                 View::Audience => {
                     let dto = upstream.load_audience::<IgnoredAny>(ctx, id).await?;
-                    Representation::of(&dto.to_audience())?
+                    Representation::of(&dto.into_audience())?
                 }
-                other => Representation::of_view(&upstream.load_audience(ctx, id).await?, other)?,
+                other => Representation::of_view(upstream.load_audience(ctx, id).await?, other)?,
             };
             return Ok((Arc::new(CachedAudience::only(view, rep)), Outcome::Bypass));
         }
@@ -401,7 +401,7 @@ impl AudienceCache {
                 }
                 let epoch = self.epoch.load(Ordering::Acquire);
                 let dto = upstream.load_audience(ctx, id).await?;
-                let entry = Arc::new(CachedAudience::from_dto(&dto)?);
+                let entry = Arc::new(CachedAudience::from_dto(dto)?);
                 *slot = Some(entry.clone());
                 if self.epoch.load(Ordering::Acquire) == epoch {
                     Ok(Op::Put(entry))

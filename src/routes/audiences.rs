@@ -432,7 +432,7 @@ async fn create_audience(
     let new = body.value.validated()?;
     idempotent(&state, &auth, &req, "createAudience", &body.raw, || async {
         let dto = state.upstream.create_audience(&ctx.0, &new).await?;
-        let audience = dto.to_audience();
+        let audience = dto.into_audience();
         stored(
             StatusCode::CREATED,
             format!("/v1/audiences/{}", audience.id),

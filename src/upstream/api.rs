@@ -420,27 +420,27 @@ fn identifiers(event: &UploadEventDto) -> Vec<IdentifierStats> {
 }
 
 impl<C> AudienceDto<C> {
-    /// The public audience.
-    pub fn to_audience(&self) -> Audience {
+    /// The public audience; takes the vendor object apart instead of copying its strings.
+    pub fn into_audience(self) -> Audience {
         Audience {
             id: self.id,
-            name: self.name.clone().unwrap_or_default(),
-            description: self.description.clone(),
+            name: self.name.unwrap_or_default(),
+            description: self.description,
             campaign_id: self.campaign_id,
-            campaign_name: self.campaign_name.clone(),
+            campaign_name: self.campaign_name,
             user_id: self.user_id,
-            audience_type: self.audience_type.clone(),
-            activation_status: self.activation_status.clone(),
-            lifetime_status: self.lifetime_status.clone(),
-            audience_state: self.audience_state.clone(),
+            audience_type: self.audience_type,
+            activation_status: self.activation_status,
+            lifetime_status: self.lifetime_status,
+            audience_state: self.audience_state,
             can_create_lookalike: self.can_create_lookalike.unwrap_or(false),
             has_segments: self.has_segments.unwrap_or(false),
             source_audience_id: self.source_audience_id,
-            start_date: self.start_date.clone(),
-            end_date: self.end_date.clone(),
-            created: self.created.clone(),
-            updated: self.updated.clone(),
-            data_updated: self.data_updated.clone(),
+            start_date: self.start_date,
+            end_date: self.end_date,
+            created: self.created,
+            updated: self.updated,
+            data_updated: self.data_updated,
             has_crm_data: self.crm_data.is_some(),
         }
     }
@@ -593,11 +593,11 @@ mod tests {
             "2025-01-01T00:00:00Z":{"mode":"opt-in","totalRows":4,"dataSet":{"EMAIL":{"TOTAL":4}},"matchRates":{"EMAIL":0.25}}}}}}"#;
         let full: AudienceDto = serde_json::from_slice(body).unwrap();
         let summary: AudienceDto<serde::de::IgnoredAny> = serde_json::from_slice(body).unwrap();
-        assert_eq!(summary.to_audience(), full.to_audience());
-        assert!(summary.to_audience().has_crm_data);
+        assert!(summary.clone().into_audience().has_crm_data);
+        assert_eq!(summary.into_audience(), full.into_audience());
         let without: AudienceDto<serde::de::IgnoredAny> =
             serde_json::from_slice(br#"{"id":6,"crmData":null}"#).unwrap();
-        assert!(!without.to_audience().has_crm_data);
+        assert!(!without.into_audience().has_crm_data);
     }
 
     #[test]
@@ -613,6 +613,6 @@ mod tests {
         assert_eq!(insights.state, "READY");
         assert_eq!(insights.identifiers[0].matched, 3);
         assert_eq!(insights.identifiers[0].match_rate, Some(0.5));
-        assert!(dto.to_audience().has_crm_data);
+        assert!(dto.into_audience().has_crm_data);
     }
 }

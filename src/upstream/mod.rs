@@ -215,7 +215,7 @@ impl UpstreamClient {
         };
         self.call::<AudienceDto, _>(ctx, Operation::UpdateAudience, None, Some(&body))
             .await
-            .map(|d| d.to_audience())
+            .map(AudienceDto::into_audience)
             .map_err(|e| not_found_as(e, format!("audience {id}")))
     }
 
