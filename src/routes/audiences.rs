@@ -153,9 +153,17 @@ pub async fn serve_read(state: &AppState, req: &HttpRequest) -> Option<EarlyAnsw
     };
     let response = match fresh {
         Some((entry, outcome)) => render_view(state, req, &entry, outcome, view),
-        None => cached_view(state, req, &RequestContext::of(req).0, id, view)
-            .await
-            .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e)),
+        // Boxed: the miss's state (cache fill, upstream call) is large, and inline it would
+        // make every hit's future, and the middleware's around it, as large.
+        None => Box::pin(cached_view(
+            state,
+            req,
+            &RequestContext::of(req).0,
+            id,
+            view,
+        ))
+        .await
+        .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e)),
     };
     Some(EarlyAnswer {
         response,
