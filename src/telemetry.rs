@@ -226,11 +226,7 @@ pub async fn request_context(
     // (`routes::audiences::early_reads`), which adds its headers to every answer.
     let early = match &state {
         Some(state) if head_bytes <= limit && !state.settings.server.cors_configured() => {
-            REQUEST_ID
-                .scope(
-                    request_id.clone(),
-                    crate::routes::audiences::serve_read(state, req.request()),
-                )
+            crate::routes::audiences::serve_read(state, req.request(), Some(request_id.clone()))
                 .await
         }
         _ => None,

@@ -1,6 +1,7 @@
 //! `/v1/audiences`: create, read (cached), update, delete, activate, insights, uploads.
 
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -20,7 +21,7 @@ use crate::domain::{
 use crate::error::ApiError;
 use crate::idempotency::{self, Begin, StoredResponse};
 use crate::limits::Decision;
-use crate::telemetry::RequestContext;
+use crate::telemetry::{RequestContext, REQUEST_ID};
 use crate::upstream::CallContext;
 use crate::AppState;
 
@@ -136,10 +137,15 @@ fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
 /// handler's by construction. `None` (another request, an unknown or insufficient token,
 /// a malformed id) sends the request on to routing and the handlers, which decide those.
 ///
-/// Called by the outermost middleware (`telemetry::request_context`, inside its request-id
-/// scope) when no CORS is configured, else by [`early_reads`] inside the CORS middleware,
-/// which adds its headers to every answer (`Vary: Origin` even without an `Origin`).
-pub async fn serve_read(state: &AppState, req: &HttpRequest) -> Option<EarlyAnswer> {
+/// Called by the outermost middleware (`telemetry::request_context`, which passes the
+/// `request_id` to scope a miss with) when no CORS is configured, else by [`early_reads`]
+/// inside the CORS middleware and the scope (`None`), which adds its headers to every
+/// answer (`Vary: Origin` even without an `Origin`).
+pub async fn serve_read(
+    state: &AppState,
+    req: &HttpRequest,
+    request_id: Option<Rc<str>>,
+) -> Option<EarlyAnswer> {
     if req.method() != actix_web::http::Method::GET {
         return None;
     }
@@ -153,17 +159,21 @@ pub async fn serve_read(state: &AppState, req: &HttpRequest) -> Option<EarlyAnsw
     };
     let response = match fresh {
         Some((entry, outcome)) => render_view(state, req, &entry, outcome, view),
-        // Boxed: the miss's state (cache fill, upstream call) is large, and inline it would
-        // make every hit's future, and the middleware's around it, as large.
-        None => Box::pin(cached_view(
-            state,
-            req,
-            &RequestContext::of(req).0,
-            id,
-            view,
-        ))
-        .await
-        .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e)),
+        None => {
+            // Boxed: the miss's state (cache fill, upstream call) is large, and inline it
+            // would make every hit's future, and the middleware's around it, as large.
+            let miss = Box::pin(async move {
+                cached_view(state, req, &RequestContext::of(req).0, id, view)
+                    .await
+                    .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e))
+            });
+            // Only a miss needs the request-id scope (its upstream call and log lines);
+            // a hit stays out of it.
+            match request_id {
+                Some(request_id) => REQUEST_ID.scope(request_id, miss).await,
+                None => miss.await,
+            }
+        }
     };
     Some(EarlyAnswer {
         response,
@@ -185,7 +195,7 @@ pub async fn early_reads<B: MessageBody + 'static>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let early = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => serve_read(state, req.request()).await,
+        Some(state) => serve_read(state, req.request(), None).await,
         None => None,
     };
     match early {
