@@ -137,10 +137,12 @@ fn cached_read(path: &str) -> Option<(&str, View, &'static str)> {
 /// handler's by construction. `None` (another request, an unknown or insufficient token,
 /// a malformed id) sends the request on to routing and the handlers, which decide those.
 ///
-/// Called by the outermost middleware (`telemetry::request_context`, which passes the
-/// `request_id` to scope a miss with) when no CORS is configured, else by [`early_reads`]
-/// inside the CORS middleware and the scope (`None`), which adds its headers to every
-/// answer (`Vary: Origin` even without an `Origin`).
+/// Called by the outermost middleware (`telemetry::request_context`) when no CORS is
+/// configured, else by [`early_reads`] inside the CORS middleware, which adds its headers
+/// to every answer (`Vary: Origin` even without an `Origin`). `request_id` is what a miss
+/// is scoped with ([`REQUEST_ID`]: its upstream call and log lines carry it): the outer
+/// middleware passes its id, since it calls this outside the scope; [`early_reads`], which
+/// runs inside the scope already, passes `None`.
 pub async fn serve_read(
     state: &AppState,
     req: &HttpRequest,
@@ -167,8 +169,7 @@ pub async fn serve_read(
                     .await
                     .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e))
             });
-            // Only a miss needs the request-id scope (its upstream call and log lines);
-            // a hit stays out of it.
+            // A hit stays out of the scope: it makes no upstream call and logs nothing.
             match request_id {
                 Some(request_id) => REQUEST_ID.scope(request_id, miss).await,
                 None => miss.await,
