@@ -32,9 +32,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+RUN cargo chef cook --release --locked --no-default-features --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked --bin audience-gateway
+RUN cargo build --release --locked --no-default-features --bin audience-gateway
 
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=dev

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use audience_gateway::sandbox::{Simulator, SimulatorConfig};
+use audience_sandbox::{Simulator, SimulatorConfig};
 use clap::Parser;
 
 #[derive(Parser)]

@@ -348,7 +348,8 @@ PY
         && copy_context "${chef_dir}/builder" \
         && run_stage "${chef_dir}/builder" "${docker_cargo[2]}" \
         && bin="${CHEF_TARGET_DIR:-${repo_root}/.tools/chef-target}/release/audience-gateway" \
-        && ls -l "${bin}" && "${bin}" --help >/dev/null && echo "binary: $(du -h "${bin}" | cut -f1)"
+        && ls -l "${bin}" && "${bin}" --help >/dev/null && echo "binary: $(du -h "${bin}" | cut -f1)" \
+        && if "${bin}" sandbox --help >/dev/null 2>&1; then echo "the image's binary has the sandbox compiled in" >&2; false; fi
     }
     check "Dockerfile builder stage: cook + build" chef_build
     tail -n 3 "${tmp}/out"

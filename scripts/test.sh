@@ -26,7 +26,7 @@ apt_install redis-server
 command -v redis-server >/dev/null || { echo "redis-server is required" >&2; exit 1; }
 
 log "cargo test (unit and black-box tests)"
-cargo test --locked --all-targets
+cargo test --workspace --locked --all-targets
 
 log "OpenAPI verification"
 scripts/verify-openapi.sh

@@ -7,9 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 
+#[cfg(feature = "sandbox")]
+use audience_sandbox::{ExpiryStyle, Simulator, SimulatorConfig};
+
 use crate::auth::mint::{mint_hs256, TokenSpec, SANDBOX_SECRET};
 use crate::auth::ALL_SCOPES;
-use crate::sandbox::{ExpiryStyle, Simulator, SimulatorConfig};
 use crate::settings::{Settings, CONFIG_FILE_ENV};
 use crate::{telemetry, Application};
 
@@ -30,6 +32,7 @@ pub enum Command {
     /// Run the gateway against the configured upstream (the default).
     Serve,
     /// Run a simulated Digital Audience API and the gateway in front of it, and print a token.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// Mint a token for the configured HS256 secret (the sandbox secret by default).
     Token(TokenArgs),
@@ -49,6 +52,7 @@ pub enum Command {
 }
 
 /// `sandbox` options.
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Gateway port (0 picks a free one).
@@ -115,6 +119,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox(file, args).await,
         Command::Token(args) => {
             let settings = Settings::load_unvalidated(file, process_env())?;
@@ -161,6 +166,7 @@ fn token_spec(settings: &Settings, args: TokenArgs) -> TokenSpec {
     }
 }
 
+#[cfg(feature = "sandbox")]
 async fn sandbox(file: Option<&std::path::Path>, args: SandboxArgs) -> anyhow::Result<()> {
     let sim_config = SimulatorConfig {
         session_ttl: Duration::from_secs(args.session_ttl_secs),

@@ -14,7 +14,6 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod sandbox;
 pub mod settings;
 pub mod shared;
 pub mod startup;

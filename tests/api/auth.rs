@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use audience_gateway::sandbox::{Simulator, SimulatorConfig};
 use audience_gateway::settings::Settings;
+use audience_sandbox::{Simulator, SimulatorConfig};
 
 use crate::helpers::*;
 

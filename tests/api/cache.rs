@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use audience_gateway::cache::AudienceCache;
 use audience_gateway::metrics::Metrics;
-use audience_gateway::sandbox::SimulatorConfig;
 use audience_gateway::settings::Settings;
 use audience_gateway::upstream::{CallContext, UpstreamClient};
+use audience_sandbox::SimulatorConfig;
 use futures_util::future::join_all;
 use serde_json::json;
 use wiremock::matchers::{method, path};

@@ -9,9 +9,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::web;
 use audience_gateway::auth::mint::{mint_hs256, TokenSpec};
 use audience_gateway::auth::ALL_SCOPES;
-use audience_gateway::sandbox::{Simulator, SimulatorConfig, SimulatorHandle};
 use audience_gateway::settings::Settings;
 use audience_gateway::{AppState, Application};
+use audience_sandbox::{Simulator, SimulatorConfig, SimulatorHandle};
 
 /// HS256 secret of the test gateways.
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";

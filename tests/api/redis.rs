@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use audience_gateway::limits::{ActivationLimiter, LocalLimiter};
 use audience_gateway::metrics::Metrics;
-use audience_gateway::sandbox::{Simulator, SimulatorConfig, SimulatorHandle};
 use audience_gateway::settings::Settings;
 use audience_gateway::shared::SharedState;
+use audience_sandbox::{Simulator, SimulatorConfig, SimulatorHandle};
 use futures_util::future::join_all;
 use serde_json::json;
 

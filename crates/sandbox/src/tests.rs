@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::{header, Client, Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{ExpiryStyle, Simulator, SimulatorConfig, SimulatorHandle};
+use crate::{ExpiryStyle, Simulator, SimulatorConfig, SimulatorHandle};
 
 async fn start(config: SimulatorConfig) -> SimulatorHandle {
     Simulator::start(config, "127.0.0.1:0")

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::state::Store;
-use super::{ExpiryStyle, SimulatorConfig};
+use crate::state::Store;
+use crate::{ExpiryStyle, SimulatorConfig};
 
 /// A vendor operation, as counted by the simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

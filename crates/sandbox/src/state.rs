@@ -203,12 +203,12 @@ impl Store {
         let created = jitter(rng, epoch, 3..=60);
         let mut audience = self.new_audience(id, name, None, campaign_id, created);
         audience.description =
-            (index % 2 == 0).then(|| format!("Seeded CRM audience #{}", index + 1));
+            (index.is_multiple_of(2)).then(|| format!("Seeded CRM audience #{}", index + 1));
         audience.lifetime_status = Some("Active");
         audience.lifetime_status_id = Some(1);
         // 1002 stays as a freshly created audience: no upload yet.
         if index != 1 {
-            let ready = index % 2 == 0;
+            let ready = index.is_multiple_of(2);
             let (crm_data, last_upload, size) = seed_crm_data(rng, id, created, ready);
             audience.crm_data = Some(crm_data);
             audience.data_updated = Some(last_upload);

@@ -8,9 +8,9 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-use super::control::{lock, Operation, Shared};
-use super::state::{ActivationOrder, Rejection};
-use super::ExpiryStyle;
+use crate::control::{lock, Operation, Shared};
+use crate::state::{ActivationOrder, Rejection};
+use crate::ExpiryStyle;
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "digitalAudience";
