@@ -18,9 +18,10 @@ use serde::de::IgnoredAny;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::CacheSettings;
-use crate::upstream::api::AudienceDto;
+use crate::upstream::api::{AudienceDto, Unreadable};
 use crate::upstream::{CallContext, UpstreamClient, UpstreamError};
 
 /// Which representation of an audience.
@@ -62,15 +63,27 @@ impl Representation {
         })
     }
 
+    /// The representation of insights or uploads, or why `crmData` could not be read.
+    fn of_part<T: Serialize>(part: Result<T, Unreadable>) -> Result<Part, UpstreamError> {
+        Ok(match part {
+            Ok(value) => Ok(Self::of(&value)?),
+            Err(why) => Err(why),
+        })
+    }
+
     /// The representation of `view`, from the vendor object.
-    fn of_view(dto: AudienceDto, view: View) -> Result<Self, UpstreamError> {
+    fn of_view(dto: AudienceDto, view: View) -> Result<Part, UpstreamError> {
         match view {
-            View::Audience => Self::of(&dto.into_audience()),
-            View::Insights => Self::of(&dto.to_insights()),
-            View::Uploads => Self::of(&dto.to_uploads()),
+            View::Audience => Ok(Ok(Self::of(&dto.into_audience())?)),
+            View::Insights => Self::of_part(dto.to_insights()),
+            View::Uploads => Self::of_part(dto.to_uploads()),
         }
     }
 }
+
+/// A representation that needs `crmData`: unavailable when the vendor's `crmData` could
+/// not be read (the audience itself is still served).
+type Part = Result<Representation, Unreadable>;
 
 /// A strong ETag from the body bytes (stable across replicas and restarts).
 pub fn strong_etag(body: &[u8]) -> String {
@@ -90,8 +103,8 @@ pub fn strong_etag(body: &[u8]) -> String {
 #[derive(Debug)]
 pub struct CachedAudience {
     pub audience: Representation,
-    pub insights: Representation,
-    pub uploads: Representation,
+    pub insights: Part,
+    pub uploads: Part,
     fetched: Instant,
 }
 
@@ -99,8 +112,8 @@ impl CachedAudience {
     /// Builds all representations from the vendor object.
     pub fn from_dto(dto: AudienceDto) -> Result<Self, UpstreamError> {
         Ok(Self {
-            insights: Representation::of(&dto.to_insights())?,
-            uploads: Representation::of(&dto.to_uploads())?,
+            insights: Representation::of_part(dto.to_insights())?,
+            uploads: Representation::of_part(dto.to_uploads())?,
             audience: Representation::of(&dto.into_audience())?,
             fetched: Instant::now(),
         })
@@ -108,32 +121,38 @@ impl CachedAudience {
 
     /// Holds only `rep` as `view`; the other two representations stay empty. For reads
     /// that are neither stored nor asked for another view (the cache is disabled).
-    fn only(view: View, rep: Representation) -> Self {
+    fn only(view: View, rep: Part) -> Self {
         let mut entry = Self {
             audience: Representation::empty(),
-            insights: Representation::empty(),
-            uploads: Representation::empty(),
+            insights: Ok(Representation::empty()),
+            uploads: Ok(Representation::empty()),
             fetched: Instant::now(),
         };
-        *match view {
-            View::Audience => &mut entry.audience,
-            View::Insights => &mut entry.insights,
-            View::Uploads => &mut entry.uploads,
-        } = rep;
+        match view {
+            View::Audience => entry.audience = rep.unwrap_or_else(|_| Representation::empty()),
+            View::Insights => entry.insights = rep,
+            View::Uploads => entry.uploads = rep,
+        }
         entry
     }
 
-    /// The representation for a view.
-    pub fn view(&self, view: View) -> &Representation {
-        match view {
-            View::Audience => &self.audience,
+    /// The representation for a view; insights and uploads fail when the vendor's
+    /// `crmData` could not be read.
+    pub fn view(&self, view: View) -> Result<&Representation, ApiError> {
+        let part = match view {
+            View::Audience => return Ok(&self.audience),
             View::Insights => &self.insights,
             View::Uploads => &self.uploads,
-        }
+        };
+        part.as_ref()
+            .map_err(|why| ApiError::UpstreamDataUnreadable {
+                part: why.to_string(),
+            })
     }
 
     fn weight(&self) -> u32 {
-        let bytes = self.audience.body.len() + self.insights.body.len() + self.uploads.body.len();
+        let len = |p: &Part| p.as_ref().map_or(0, |r| r.body.len());
+        let bytes = self.audience.body.len() + len(&self.insights) + len(&self.uploads);
         // Bodies plus ETags, key and bookkeeping.
         u32::try_from(bytes + 256).unwrap_or(u32::MAX)
     }
@@ -369,7 +388,7 @@ impl AudienceCache {
             let rep = match view {
                 View::Audience => {
                     let dto = upstream.load_audience::<IgnoredAny>(ctx, id).await?;
-                    Representation::of(&dto.into_audience())?
+                    Ok(Representation::of(&dto.into_audience())?)
                 }
                 other => Representation::of_view(upstream.load_audience(ctx, id).await?, other)?,
             };

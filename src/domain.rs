@@ -20,9 +20,11 @@ pub const MAX_ID: i64 = i32::MAX as i64;
 #[schema(example = json!({
     "id": 1001, "name": "Newsletter subscribers", "description": "Opt-in newsletter list",
     "campaignId": 1, "campaignName": "Spring sale", "userId": 42,
-    "type": "ONBOARDING", "activationStatus": "New", "lifetimeStatus": "Active",
-    "audienceState": "PROCESSING", "canCreateLookalike": false, "hasSegments": false,
-    "sourceAudienceId": null, "startDate": null, "endDate": null,
+    "type": "ONBOARDING", "typeId": 0, "activationStatus": "New", "activationStatusId": 0,
+    "lifetimeStatus": "Active", "lifetimeStatusId": 1,
+    "audienceState": "PROCESSING", "audienceStateId": 3, "canCreateLookalike": false, "hasSegments": false,
+    "sourceAudienceId": null, "sourceAudienceTypeId": null, "tagCollection": null,
+    "startDate": null, "endDate": null,
     "created": "2025-12-15T11:36:16.489708Z", "updated": "2025-12-15T11:36:16.489708Z",
     "dataUpdated": "2025-12-16T08:00:00Z", "hasCrmData": true
 }))]
@@ -42,18 +44,31 @@ pub struct Audience {
     /// Audience type, e.g. `ONBOARDING`; unknown vendor values pass through.
     #[serde(rename = "type")]
     pub audience_type: Option<String>,
+    /// The vendor's numeric id of `type`.
+    pub type_id: Option<i64>,
     /// Activation status, e.g. `New` or `Active`.
     pub activation_status: Option<String>,
+    /// The vendor's numeric id of `activationStatus`.
+    pub activation_status_id: Option<i64>,
     /// Lifetime status, e.g. `Active`.
     pub lifetime_status: Option<String>,
+    /// The vendor's numeric id of `lifetimeStatus`.
+    pub lifetime_status_id: Option<i64>,
     /// Data state, e.g. `NODATA` or `PROCESSING`.
     pub audience_state: Option<String>,
+    /// The vendor's numeric id of `audienceState`.
+    pub audience_state_id: Option<i64>,
     /// Whether a lookalike can be generated from it.
     pub can_create_lookalike: bool,
     /// Whether it has segments.
     pub has_segments: bool,
     /// Source audience for derived audiences.
     pub source_audience_id: Option<i64>,
+    /// Type id of the source audience, for derived audiences.
+    pub source_audience_type_id: Option<i64>,
+    /// The vendor's tags or labels, passed through as the vendor sent them (any JSON).
+    #[schema(value_type = Option<Object>, example = json!(["newsletter", "q1"]))]
+    pub tag_collection: Option<serde_json::Value>,
     /// Activation window start.
     pub start_date: Option<String>,
     /// Activation window end.

@@ -58,9 +58,16 @@ pub enum ApiError {
     #[error("a request with this Idempotency-Key is still being processed")]
     IdempotencyInFlight,
     #[error("the Digital Audience API refused the request: {message}")]
-    UpstreamRejected { message: String },
+    UpstreamRejected {
+        message: String,
+        field: Option<String>,
+    },
     #[error("the Digital Audience API failed")]
     UpstreamFailure,
+    #[error("the Digital Audience API answered, but its answer could not be read; the change may have been made")]
+    UpstreamResponseUnreadable,
+    #[error("the Digital Audience API sent data the gateway cannot read: {part}")]
+    UpstreamDataUnreadable { part: String },
     #[error("the Digital Audience API did not answer in time")]
     UpstreamTimeout,
     #[error("the Digital Audience API is unavailable")]
@@ -150,6 +157,16 @@ impl ApiError {
                 "Rejected by the Digital Audience API",
             ),
             UpstreamFailure => (StatusCode::BAD_GATEWAY, "upstream_error", "Bad gateway"),
+            UpstreamResponseUnreadable => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_response_unreadable",
+                "Bad gateway",
+            ),
+            UpstreamDataUnreadable { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_data_unreadable",
+                "Bad gateway",
+            ),
             UpstreamTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
@@ -183,7 +200,9 @@ impl ApiError {
             ApiError::Validation { field, .. }
             | ApiError::InvalidPath { field, .. }
             | ApiError::InvalidHeader { field, .. } => Some(field.clone()),
-            ApiError::InvalidBody { field, .. } => field.clone(),
+            ApiError::InvalidBody { field, .. } | ApiError::UpstreamRejected { field, .. } => {
+                field.clone()
+            }
             _ => None,
         };
         Problem {

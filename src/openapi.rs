@@ -174,7 +174,8 @@ fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
             vec![
                 ApiError::field("name", "must not be blank"),
                 ApiError::UpstreamRejected {
-                    message: "Campaign 99 not found".into(),
+                    message: "The account 999 does not exist.".into(),
+                    field: Some("accountId".into()),
                 },
                 ApiError::IdempotencyMismatch,
             ],
@@ -193,8 +194,14 @@ fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
         ),
         (
             "BadGateway",
-            "The Digital Audience API failed or answered something unusable",
-            vec![ApiError::UpstreamFailure],
+            "The Digital Audience API failed, or answered something the gateway cannot read (after a create or activation with `upstream_response_unreadable`, the change may have been made: retry with the same Idempotency-Key to get this same answer, never a duplicate)",
+            vec![
+                ApiError::UpstreamFailure,
+                ApiError::UpstreamResponseUnreadable,
+                ApiError::UpstreamDataUnreadable {
+                    part: "crmData.size: invalid value: string \"many\", expected an integer, a numeric string or null".into(),
+                },
+            ],
         ),
         (
             "ServiceUnavailable",

@@ -183,6 +183,9 @@ pub struct UpstreamSettings {
     pub breaker_failures: u32,
     /// Time the breaker stays open before a half-open probe.
     pub breaker_open_secs: u64,
+    /// Renew the session once it is this old, before the vendor expires it (off when
+    /// unset; needs username and password).
+    pub max_session_age_secs: Option<u64>,
 }
 
 impl Default for UpstreamSettings {
@@ -200,6 +203,7 @@ impl Default for UpstreamSettings {
             retry_base_ms: 50,
             breaker_failures: 5,
             breaker_open_secs: 10,
+            max_session_age_secs: None,
         }
     }
 }

@@ -86,7 +86,7 @@ async fn cached_view(
         .cache
         .get_view(&state.upstream, ctx, id, wants_refresh(req), view)
         .await?;
-    Ok(render_view(state, req, &entry, outcome, view))
+    render_view(state, req, &entry, outcome, view)
 }
 
 fn render_view(
@@ -95,8 +95,8 @@ fn render_view(
     entry: &CachedAudience,
     outcome: Outcome,
     view: View,
-) -> HttpResponse {
-    let rep = entry.view(view);
+) -> Result<HttpResponse, ApiError> {
+    let rep = entry.view(view)?;
     let mut resp = if etag_matches(req, header::IF_NONE_MATCH, &rep.etag) == Some(true) {
         HttpResponse::NotModified().finish()
     } else {
@@ -107,7 +107,7 @@ fn render_view(
     headers.insert(header::ETAG, rep.etag_header.clone());
     headers.insert(header::CACHE_CONTROL, cache_control);
     headers.insert(CACHE_STATUS, cache_status);
-    resp
+    Ok(resp)
 }
 
 /// A read answered by [`serve_read`], before routing.
@@ -160,7 +160,8 @@ pub async fn serve_read(
         state.cache.fresh(state.upstream.identity(), id).await
     };
     let response = match fresh {
-        Some((entry, outcome)) => render_view(state, req, &entry, outcome, view),
+        Some((entry, outcome)) => render_view(state, req, &entry, outcome, view)
+            .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e)),
         None => {
             // Boxed: the miss's state (cache fill, upstream call) is large, and inline it
             // would make every hit's future, and the middleware's around it, as large.
@@ -540,10 +541,15 @@ async fn update_audience(
             set_header(&mut resp, header::ETAG, &entry.audience.etag);
             Ok(resp)
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "re-read after update failed; answering with the update result");
-            json(StatusCode::OK, &updated)
-        }
+        // The update happened: answer with the audience the vendor returned, if it returned
+        // one; else with the re-read's error (repeating a PATCH is harmless).
+        Err(e) => match updated {
+            Some(audience) => {
+                tracing::warn!(error = %e, "re-read after update failed; answering with the update result");
+                json(StatusCode::OK, &audience)
+            }
+            None => Err(e.into()),
+        },
     }
 }
 

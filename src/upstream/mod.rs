@@ -1,18 +1,21 @@
 //! The Digital Audience API client: one pooled HTTP client, the session cookie, deadlines,
 //! safe retries, bounded concurrency and a circuit breaker. The vendor's wire format lives
-//! in [`api`]; nothing else in the gateway knows it.
+//! in [`api`]; nothing else in the gateway knows it. How each vendor answer is read, and
+//! what the gateway does when the vendor does not answer as assumed, is in
+//! docs/UPSTREAM.md.
 
 pub mod api;
 mod breaker;
 mod session;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use reqwest::header::{HeaderMap, COOKIE, SET_COOKIE};
+use reqwest::header::{HeaderMap, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::DeserializeOwned;
+use serde::de::IgnoredAny;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -23,27 +26,36 @@ use crate::domain::{
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::{ms, UpstreamSettings};
-use api::{AudienceDto, Decoded, Operation};
+use api::{AudienceDto, Decoded, Operation, Payload, Refusal};
 pub use breaker::BreakerState;
 use breaker::CircuitBreaker;
 use session::{Session, SessionCookie};
 
 /// Largest upstream body the gateway reads.
 const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
+/// Longest wait between two attempts, before jitter.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Why an upstream call failed. `Display` never contains secrets.
+/// Why an upstream call failed. `Display` never contains secrets or vendor bodies, only
+/// statuses, our own words and the sanitised message of a refusal.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream did not answer within the deadline")]
     Timeout,
     #[error("upstream unavailable: {0}")]
     Unavailable(String, Option<Duration>),
+    /// The vendor failed: a 5xx, a transport error, or an envelope reporting a failure that
+    /// is not the caller's.
     #[error("upstream failed: {0}")]
     Failure(String),
+    /// A 2xx answer that cannot be read. For a write, the write may have happened.
+    #[error("upstream answer unreadable: {0}")]
+    Unreadable(String),
     #[error("not found upstream: {0}")]
     NotFound(String),
-    #[error("upstream rejected the request: {0}")]
-    Rejected(String),
+    /// The vendor refused the request (HTTP 400/404/409/422, or an envelope 4xx).
+    #[error("upstream rejected the request: {}", .0.message)]
+    Rejected(Refusal),
     #[error("upstream login failed: {0}")]
     LoginFailed(String),
 }
@@ -56,11 +68,13 @@ impl UpstreamError {
             UpstreamError::Timeout
                 | UpstreamError::Unavailable(..)
                 | UpstreamError::Failure(_)
+                | UpstreamError::Unreadable(_)
                 | UpstreamError::LoginFailed(_)
         )
     }
 
-    /// Whether it counts against the circuit breaker.
+    /// Whether it counts against the circuit breaker and may be retried: the vendor is down
+    /// or failing. A refusal or an answer we cannot read says the vendor is up.
     fn is_outage(&self) -> bool {
         matches!(
             self,
@@ -73,6 +87,7 @@ impl UpstreamError {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Unavailable(..) => "unavailable",
             UpstreamError::Failure(_) => "error",
+            UpstreamError::Unreadable(_) => "unreadable",
             UpstreamError::NotFound(_) => "not_found",
             UpstreamError::Rejected(_) => "rejected",
             UpstreamError::LoginFailed(_) => "login_failed",
@@ -88,8 +103,12 @@ impl From<UpstreamError> for ApiError {
                 ApiError::UpstreamUnavailable { retry_after }
             }
             UpstreamError::Failure(_) | UpstreamError::LoginFailed(_) => ApiError::UpstreamFailure,
+            UpstreamError::Unreadable(_) => ApiError::UpstreamResponseUnreadable,
             UpstreamError::NotFound(what) => ApiError::NotFound { what },
-            UpstreamError::Rejected(message) => ApiError::UpstreamRejected { message },
+            UpstreamError::Rejected(r) => ApiError::UpstreamRejected {
+                message: r.message,
+                field: r.field,
+            },
         }
     }
 }
@@ -101,9 +120,11 @@ pub struct CallContext {
     pub traceparent: Option<String>,
 }
 
-/// Result of one HTTP exchange: the decoded envelope, or the session was not accepted.
+/// Result of one HTTP exchange.
 enum Exchange<T> {
-    Answer(Decoded<T>),
+    /// The vendor answered; the call's result.
+    Answer(Result<T, UpstreamError>),
+    /// The session was not accepted: renew it and send again.
     SessionExpired,
 }
 
@@ -144,13 +165,19 @@ impl UpstreamClient {
         let who = s.username.clone().unwrap_or_else(|| "cookie".into());
         let digest = Sha256::digest(format!("{base}\n{who}").as_bytes());
         let identity: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        // A session can only be renewed ahead of time by logging in.
+        let can_login = s.username.is_some() && s.password.is_some();
+        let max_age = s
+            .max_session_age_secs
+            .filter(|_| can_login)
+            .map(Duration::from_secs);
         Ok(Self {
             http,
             base_url: reqwest::Url::parse(&base)?,
             identity: identity.into(),
             username: s.username.clone(),
             password: s.password.clone(),
-            session: Session::new(s.session_cookie.clone()),
+            session: Session::new(s.session_cookie.clone(), max_age),
             permits: Semaphore::new(s.max_concurrency),
             queue_timeout: ms(s.queue_timeout_ms),
             budget,
@@ -175,7 +202,7 @@ impl UpstreamClient {
     }
 
     /// `GET` an audience with its CRM data.
-    pub async fn load_audience<C: DeserializeOwned>(
+    pub async fn load_audience<C: serde::de::DeserializeOwned>(
         &self,
         ctx: &CallContext,
         id: i64,
@@ -198,43 +225,41 @@ impl UpstreamClient {
         };
         self.call(ctx, Operation::CreateAudience, None, Some(&body))
             .await
+            .map_err(refused_if_not_found)
     }
 
-    /// Updates name and description; `name` must be the full new name.
+    /// Updates name and description; `name` must be the full new name. Returns the
+    /// audience when the vendor's answer carried one (its page shows no update answer).
     pub async fn update_audience(
         &self,
         ctx: &CallContext,
         id: i64,
         name: &str,
         patch: &AudiencePatch,
-    ) -> Result<Audience, UpstreamError> {
+    ) -> Result<Option<Audience>, UpstreamError> {
         let body = api::UpdateAudienceBody {
             id,
             name,
             description: patch.description.as_deref(),
         };
-        self.call::<AudienceDto, _>(ctx, Operation::UpdateAudience, None, Some(&body))
+        self.call::<api::UpdateAnswer, _>(ctx, Operation::UpdateAudience, None, Some(&body))
             .await
-            .map(AudienceDto::into_audience)
+            .map(|answer| answer.0.map(AudienceDto::into_audience))
             .map_err(|e| not_found_as(e, format!("audience {id}")))
     }
 
-    /// Deletes an audience.
+    /// Deletes an audience. Success is the envelope's and the HTTP status's; `data` is not
+    /// read.
     pub async fn delete_audience(&self, ctx: &CallContext, id: i64) -> Result<(), UpstreamError> {
-        let deleted: bool = self
-            .call(
-                ctx,
-                Operation::DeleteAudience,
-                None,
-                Some(&api::DeleteAudienceBody { id }),
-            )
-            .await
-            .map_err(|e| not_found_as(e, format!("audience {id}")))?;
-        if deleted {
-            Ok(())
-        } else {
-            Err(UpstreamError::Failure("delete answered data: false".into()))
-        }
+        self.call::<IgnoredAny, _>(
+            ctx,
+            Operation::DeleteAudience,
+            None,
+            Some(&api::DeleteAudienceBody { id }),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| not_found_as(e, format!("audience {id}")))
     }
 
     /// Activates an audience on a platform account.
@@ -272,6 +297,7 @@ impl UpstreamClient {
         )
         .await
         .map(Into::into)
+        .map_err(refused_if_not_found)
     }
 
     /// Lists platform accounts, without their access tokens.
@@ -279,20 +305,20 @@ impl UpstreamClient {
         &self,
         ctx: &CallContext,
     ) -> Result<Vec<PlatformAccount>, UpstreamError> {
-        self.call::<Vec<api::PlatformAccountDto>, _>(
+        self.call::<api::PlatformAccounts, _>(
             ctx,
             Operation::LoadPlatformAccounts,
             None,
             None::<&()>,
         )
         .await
-        .map(|v| v.into_iter().map(Into::into).collect())
+        .map(|list| list.0.into_iter().map(Into::into).collect())
     }
 
     /// One vendor call with deadline, breaker, concurrency bound, session renewal and retries.
-    /// (No span: the request id is on every log line already, and lines name `op` where it
-    /// matters; a span per call cost about a microsecond.)
-    async fn call<T: DeserializeOwned, B: Serialize>(
+    /// A failure that is the vendor's (not a refusal, not a missing entity) is logged here
+    /// with the operation and its reason; the request id is on the line already.
+    async fn call<T: Payload, B: Serialize>(
         &self,
         ctx: &CallContext,
         op: Operation,
@@ -311,30 +337,31 @@ impl UpstreamClient {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout),
         };
-        let result = result.and_then(|decoded| match decoded {
-            Decoded::Ok(v) => Ok(v),
-            Decoded::Failed {
-                status_code,
-                message,
-            } => Err(classify_failure(status_code, message)),
-            Decoded::Malformed(why) => Err(UpstreamError::Failure(why)),
-        });
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
+        match &result {
+            Err(e @ (UpstreamError::NotFound(_) | UpstreamError::Rejected(_))) => {
+                tracing::info!(op = op.name(), error = %e, "Digital Audience API refused the call");
+            }
+            Err(e) => {
+                tracing::warn!(op = op.name(), outcome, error = %e, "Digital Audience API call failed");
+            }
+            Ok(_) => {}
+        }
         self.metrics
             .upstream_call(op.name(), outcome, started.elapsed());
         result
     }
 
-    async fn guarded<T: DeserializeOwned>(
+    async fn guarded<T: Payload>(
         &self,
         ctx: &CallContext,
         op: Operation,
         id: Option<i64>,
         body: Option<&[u8]>,
-    ) -> Result<Decoded<T>, UpstreamError> {
+    ) -> Result<T, UpstreamError> {
         let probe = self
             .breaker
             .admit()
@@ -352,7 +379,14 @@ impl UpstreamClient {
                 })?
                 .map_err(|_| UpstreamError::Unavailable("client closed".into(), None))?,
         };
-        let result = self.with_retries(ctx, op, id, body).await;
+        // Only a call that may be repeated, or one that never reached the vendor, is retried.
+        let result = self
+            .retrying(
+                op,
+                || self.with_session(ctx, op, id, body),
+                |e, sent| (op.is_safe() || !sent) && e.is_outage(),
+            )
+            .await;
         drop(permit);
         self.breaker.record(
             result.as_ref().map_or_else(|e| !e.is_outage(), |_| true),
@@ -361,63 +395,60 @@ impl UpstreamClient {
         result
     }
 
-    async fn with_retries<T: DeserializeOwned>(
+    /// The one retry loop, for calls and logins: up to `retries` more attempts while
+    /// `retryable(error, sent)` holds, waiting [`backoff`] between them.
+    async fn retrying<T, F, Fut>(
         &self,
-        ctx: &CallContext,
         op: Operation,
-        id: Option<i64>,
-        body: Option<&[u8]>,
-    ) -> Result<Decoded<T>, UpstreamError> {
-        let mut attempt = 0;
+        mut attempt: F,
+        retryable: impl Fn(&UpstreamError, bool) -> bool,
+    ) -> Result<T, UpstreamError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let mut done = 0;
         loop {
-            match self.with_session(ctx, op, id, body).await {
-                Err(Attempt::Failed(e, sent))
-                    if attempt < self.retries && (op.is_safe() || !sent) && e.is_outage() =>
-                {
-                    attempt += 1;
-                    let backoff = self.retry_base * 2u32.pow(attempt - 1);
-                    let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64);
-                    tracing::debug!(op = op.name(), attempt, error = %e, "retrying upstream call");
-                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(Attempt { error, sent }) if done < self.retries && retryable(&error, sent) => {
+                    done += 1;
+                    tracing::debug!(op = op.name(), attempt = done, error = %error, "retrying upstream call");
+                    tokio::time::sleep(backoff(self.retry_base, done)).await;
                 }
-                Err(Attempt::Failed(e, _)) => return Err(e),
-                Ok(b) => return Ok(b),
+                Err(Attempt { error, .. }) => return Err(error),
             }
         }
     }
 
     /// Sends with the current session; on an expired-session answer renews once and resends.
-    async fn with_session<T: DeserializeOwned>(
+    async fn with_session<T: Payload>(
         &self,
         ctx: &CallContext,
         op: Operation,
         id: Option<i64>,
         body: Option<&[u8]>,
-    ) -> Result<Decoded<T>, Attempt> {
+    ) -> Result<T, Attempt> {
         let mut cookie = match self.session.current().await {
-            Some(c) => c,
-            None => self
-                .renew(ctx, 0)
-                .await
-                .map_err(|e| Attempt::Failed(e, false))?,
+            Ok(c) => c,
+            Err(stale) => self.renew(ctx, stale).await.map_err(Attempt::unsent)?,
         };
         for renewed in [false, true] {
-            match self.send(ctx, op, id, body, Some(&cookie)).await? {
-                Exchange::Answer(decoded) => return Ok(decoded),
+            match self.send(ctx, op, id, body, &cookie).await? {
+                Exchange::Answer(result) => return result.map_err(Attempt::sent),
                 Exchange::SessionExpired if !renewed => {
                     tracing::info!(op = op.name(), "upstream session expired; logging in again");
                     cookie = self
                         .renew(ctx, cookie.generation)
                         .await
-                        .map_err(|e| Attempt::Failed(e, true))?;
+                        .map_err(Attempt::sent)?;
                 }
                 Exchange::SessionExpired => {}
             }
         }
-        Err(Attempt::Failed(
-            UpstreamError::LoginFailed("session rejected right after login".into()),
-            true,
-        ))
+        Err(Attempt::sent(UpstreamError::LoginFailed(
+            "session rejected right after login".into(),
+        )))
     }
 
     async fn renew(&self, ctx: &CallContext, stale: u64) -> Result<SessionCookie, UpstreamError> {
@@ -440,62 +471,65 @@ impl UpstreamClient {
         })
         .map_err(|e| UpstreamError::Failure(e.to_string()))?;
         let started = Instant::now();
-        let mut last = UpstreamError::LoginFailed("not attempted".into());
-        for attempt in 0..=self.retries {
-            if attempt > 0 {
-                tokio::time::sleep(self.retry_base * 2u32.pow(attempt - 1)).await;
-            }
-            match self.try_login(ctx, &body).await {
-                Ok(cookie) => {
-                    self.metrics.login(true);
-                    self.metrics
-                        .upstream_call(Operation::Login.name(), "ok", started.elapsed());
-                    return Ok(cookie);
-                }
-                Err(e) if e.is_outage() => last = e,
-                Err(e) => {
-                    last = e;
-                    break;
-                }
-            }
-        }
-        self.metrics.login(false);
+        let result = self
+            .retrying(
+                Operation::Login,
+                || self.try_login(ctx, &body),
+                |e, _| e.is_outage(),
+            )
+            .await;
+        let outcome = result
+            .as_ref()
+            .map_or_else(UpstreamError::outcome, |_| "ok");
+        self.metrics.login(result.is_ok());
         self.metrics
-            .upstream_call(Operation::Login.name(), last.outcome(), started.elapsed());
-        tracing::warn!(error = %last, "upstream login failed");
-        Err(match last {
-            e @ (UpstreamError::Timeout | UpstreamError::Unavailable(..)) => e,
-            other => UpstreamError::LoginFailed(other.to_string()),
+            .upstream_call(Operation::Login.name(), outcome, started.elapsed());
+        result.map_err(|e| {
+            tracing::warn!(op = Operation::Login.name(), error = %e, "upstream login failed");
+            match e {
+                e @ (UpstreamError::Timeout | UpstreamError::Unavailable(..)) => e,
+                UpstreamError::LoginFailed(why) => UpstreamError::LoginFailed(why),
+                other => UpstreamError::LoginFailed(other.to_string()),
+            }
         })
     }
 
-    async fn try_login(
-        &self,
-        ctx: &CallContext,
-        body: &[u8],
-    ) -> Result<SecretString, UpstreamError> {
+    /// One login attempt. Success is HTTP 2xx, an envelope saying success (its `data` is not
+    /// read) and a session cookie.
+    async fn try_login(&self, ctx: &CallContext, body: &[u8]) -> Result<SecretString, Attempt> {
         let resp = self
             .request(ctx, Operation::Login, None, Some(body), None)
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(|e| Attempt::from_transport(&e))?;
         let status = resp.status();
         let cookie = session_cookie(resp.headers());
-        let bytes = read_body(resp).await?;
-        if !status.is_success() {
-            return Err(http_status_error(status));
+        let content_type = content_type(resp.headers());
+        let bytes = read_body(resp).await.map_err(Attempt::sent)?;
+        let refused = |why: String| Attempt::sent(UpstreamError::LoginFailed(why));
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(Attempt::sent(http_status_error(status, None)));
         }
-        match api::decode::<bool>(&bytes) {
-            Decoded::Ok(true) => cookie.ok_or_else(|| {
-                UpstreamError::LoginFailed("login succeeded without a session cookie".into())
-            }),
-            Decoded::Ok(false) => Err(UpstreamError::LoginFailed(
-                "login answered data: false".into(),
-            )),
-            Decoded::Failed { status_code, .. } => Err(UpstreamError::LoginFailed(format!(
-                "login refused (statusCode {status_code})"
-            ))),
-            Decoded::Malformed(why) => Err(UpstreamError::Failure(why)),
+        if !status.is_success() {
+            let r = Refusal::of_body(content_type.as_deref(), &bytes, "no reason given");
+            return Err(refused(format!(
+                "login refused (HTTP {status}): {}",
+                r.message
+            )));
+        }
+        if api::is_not_json(content_type.as_deref(), &bytes) {
+            return Err(refused(format!(
+                "login answered HTTP {status} with a page that is not JSON"
+            )));
+        }
+        match api::decode::<IgnoredAny>(&bytes) {
+            Decoded::Ok(_) => {
+                cookie.ok_or_else(|| refused("login succeeded without a session cookie".into()))
+            }
+            Decoded::Failed { status_code, .. } => {
+                Err(refused(format!("login refused (statusCode {status_code})")))
+            }
+            Decoded::Malformed(why) => Err(refused(format!("login answer unreadable: {why}"))),
         }
     }
 
@@ -533,45 +567,101 @@ impl UpstreamClient {
         req
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// One HTTP exchange carrying our session cookie, and what its answer means
+    /// (docs/UPSTREAM.md, "How answers are read").
+    async fn send<T: Payload>(
         &self,
         ctx: &CallContext,
         op: Operation,
         id: Option<i64>,
         body: Option<&[u8]>,
-        cookie: Option<&SessionCookie>,
+        cookie: &SessionCookie,
     ) -> Result<Exchange<T>, Attempt> {
         let resp = self
-            .request(ctx, op, id, body, cookie)
+            .request(ctx, op, id, body, Some(cookie))
             .send()
             .await
-            .map_err(|e| Attempt::Failed(transport_error(&e), !e.is_connect()))?;
+            .map_err(|e| Attempt::from_transport(&e))?;
         let status = resp.status();
         if status == 401 || status == 403 || status.is_redirection() {
             return Ok(Exchange::SessionExpired);
         }
-        let bytes = read_body(resp)
-            .await
-            .map_err(|e| Attempt::Failed(e, true))?;
-        // A 404 carrying an envelope is the vendor's "not found"; other non-2xx are failures.
-        let envelope_404 = status == 404 && bytes.first() == Some(&b'{');
-        if !(status.is_success() || envelope_404) {
-            return Err(Attempt::Failed(http_status_error(status), true));
-        }
-        // Decoded once, here: an envelope statusCode 401 is an expired session too.
-        match api::decode::<T>(&bytes) {
-            Decoded::Failed {
-                status_code: api::status_codes::UNAUTHORIZED,
-                ..
-            } => Ok(Exchange::SessionExpired),
-            decoded => Ok(Exchange::Answer(decoded)),
-        }
+        let retry_after = retry_after(resp.headers());
+        let content_type = content_type(resp.headers());
+        let bytes = read_body(resp).await.map_err(Attempt::sent)?;
+        let answer = if status.is_success() {
+            // A login page instead of JSON, on a call that carried our cookie: the vendor
+            // did not run the call, it asks us to log in.
+            if !bytes.is_empty() && api::is_not_json(content_type.as_deref(), &bytes) {
+                return Ok(Exchange::SessionExpired);
+            }
+            match api::decode::<T>(&bytes) {
+                Decoded::Ok(v) => Ok(v),
+                Decoded::Failed {
+                    status_code: api::status_codes::UNAUTHORIZED,
+                    ..
+                } => return Ok(Exchange::SessionExpired),
+                Decoded::Failed {
+                    status_code,
+                    message,
+                } => Err(classify_failure(status_code, message)),
+                Decoded::Malformed(why) => Err(UpstreamError::Unreadable(format!(
+                    "HTTP {}: {why}",
+                    status.as_u16()
+                ))),
+            }
+        } else if is_refusal(status) {
+            let fallback = format!("HTTP {}", status.as_u16());
+            let refusal = Refusal::of_body(content_type.as_deref(), &bytes, &fallback);
+            Err(if status == reqwest::StatusCode::NOT_FOUND {
+                UpstreamError::NotFound(refusal.message)
+            } else {
+                UpstreamError::Rejected(refusal)
+            })
+        } else {
+            Err(http_status_error(status, retry_after))
+        };
+        Ok(Exchange::Answer(answer))
     }
 }
 
 /// A failed attempt, and whether the request may have reached the upstream.
-enum Attempt {
-    Failed(UpstreamError, bool),
+struct Attempt {
+    error: UpstreamError,
+    sent: bool,
+}
+
+impl Attempt {
+    fn sent(error: UpstreamError) -> Self {
+        Attempt { error, sent: true }
+    }
+
+    fn unsent(error: UpstreamError) -> Self {
+        Attempt { error, sent: false }
+    }
+
+    fn from_transport(e: &reqwest::Error) -> Self {
+        Attempt {
+            error: transport_error(e),
+            sent: !e.is_connect(),
+        }
+    }
+}
+
+/// Delay before retry number `attempt` (from 1): `base` doubled per attempt, capped at
+/// [`MAX_BACKOFF`], plus up to as much again of random jitter so that replicas retrying
+/// together spread out.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let jitter = rand::rng().random_range(0..=exp.as_millis() as u64);
+    exp + Duration::from_millis(jitter)
+}
+
+/// HTTP statuses the vendor uses to refuse a request it understood: the caller's 4xx.
+fn is_refusal(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 404 | 409 | 422)
 }
 
 fn not_found_as(e: UpstreamError, what: String) -> UpstreamError {
@@ -581,26 +671,38 @@ fn not_found_as(e: UpstreamError, what: String) -> UpstreamError {
     }
 }
 
-fn classify_failure(status_code: i64, message: Option<String>) -> UpstreamError {
-    // Vendor messages are shown to callers only for 4xx-class refusals; trim them hard.
-    let message: String = message
-        .unwrap_or_else(|| format!("statusCode {status_code}"))
-        .chars()
-        .take(300)
-        .collect();
-    match status_code {
-        api::status_codes::NOT_FOUND => UpstreamError::NotFound(message),
-        api::status_codes::FORBIDDEN => UpstreamError::Failure(format!("forbidden: {message}")),
-        400..=499 => UpstreamError::Rejected(message),
-        _ => UpstreamError::Failure(format!("statusCode {status_code}")),
+/// For calls that name no audience (creates), "not found" is about something the caller
+/// sent (a campaign, say): a refusal, not a missing resource of ours.
+fn refused_if_not_found(e: UpstreamError) -> UpstreamError {
+    match e {
+        UpstreamError::NotFound(message) => UpstreamError::Rejected(Refusal::message(&message)),
+        other => other,
     }
 }
 
-fn http_status_error(status: reqwest::StatusCode) -> UpstreamError {
-    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-        UpstreamError::Unavailable(format!("HTTP {status}"), None)
-    } else {
-        UpstreamError::Failure(format!("HTTP {status}"))
+/// An envelope with `success: false`, by its status code.
+fn classify_failure(status_code: i64, message: Option<String>) -> UpstreamError {
+    let refusal = Refusal::message(
+        message
+            .as_deref()
+            .unwrap_or(&format!("statusCode {status_code}")),
+    );
+    match status_code {
+        api::status_codes::NOT_FOUND => UpstreamError::NotFound(refusal.message),
+        api::status_codes::FORBIDDEN => {
+            UpstreamError::Failure(format!("forbidden: {}", refusal.message))
+        }
+        400..=499 => UpstreamError::Rejected(refusal),
+        _ => UpstreamError::Failure(format!("envelope statusCode {status_code}")),
+    }
+}
+
+fn http_status_error(status: reqwest::StatusCode, retry_after: Option<Duration>) -> UpstreamError {
+    match status {
+        reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS => {
+            UpstreamError::Unavailable(format!("HTTP {}", status.as_u16()), retry_after)
+        }
+        _ => UpstreamError::Failure(format!("HTTP {}", status.as_u16())),
     }
 }
 
@@ -618,6 +720,25 @@ fn transport_error(e: &reqwest::Error) -> UpstreamError {
         };
         UpstreamError::Failure(format!("transport: {what}"))
     }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `Retry-After` in seconds (the vendor's date form is not worth reading), at most a minute.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(60)))
 }
 
 async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, UpstreamError> {
@@ -664,4 +785,43 @@ fn session_cookie(headers: &HeaderMap) -> Option<SecretString> {
             let value = pair.strip_prefix(&prefix)?;
             (!value.is_empty()).then(|| SecretString::from(value.to_string()))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_never_overflows() {
+        let base = Duration::from_millis(50);
+        let within = |attempt, low: u64| {
+            let d = backoff(base, attempt);
+            let low = Duration::from_millis(low);
+            assert!(d >= low && d <= low * 2, "attempt {attempt}: {d:?}");
+        };
+        within(1, 50);
+        within(2, 100);
+        within(3, 200);
+        within(33, 2_000);
+        within(u32::MAX, 2_000);
+    }
+
+    #[test]
+    fn refusals_are_the_callers_and_never_outages() {
+        let r = classify_failure(400, Some("Name\u{0} is\n\n required".into()));
+        assert!(matches!(&r, UpstreamError::Rejected(x) if x.message == "Name is required"));
+        assert!(!r.is_outage() && !r.is_transient());
+        assert!(classify_failure(500, None).is_outage());
+        assert!(matches!(
+            classify_failure(404, None),
+            UpstreamError::NotFound(_)
+        ));
+        assert!(!UpstreamError::Unreadable("x".into()).is_outage());
+        for status in [400, 404, 409, 422] {
+            assert!(is_refusal(reqwest::StatusCode::from_u16(status).unwrap()));
+        }
+        for status in [401, 403, 405, 415, 429, 500, 503] {
+            assert!(!is_refusal(reqwest::StatusCode::from_u16(status).unwrap()));
+        }
+    }
 }

@@ -1,5 +1,10 @@
 //! The upstream session: one `digitalAudience` cookie per service account, obtained lazily,
-//! renewed when a call reports it expired, with never more than one login at a time.
+//! renewed when a call reports it expired (or, with a maximum age, before it gets that old),
+//! with never more than one login at a time.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
@@ -14,6 +19,7 @@ pub struct SessionCookie {
     /// (never printed by `Debug`, kept out of HPACK tables).
     pub header: HeaderValue,
     pub generation: u64,
+    obtained: Instant,
 }
 
 impl SessionCookie {
@@ -24,7 +30,11 @@ impl SessionCookie {
         let mut header =
             HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
         header.set_sensitive(true);
-        Self { header, generation }
+        Self {
+            header,
+            generation,
+            obtained: Instant::now(),
+        }
     }
 }
 
@@ -32,20 +42,32 @@ impl SessionCookie {
 pub struct Session {
     current: RwLock<Option<SessionCookie>>,
     login_lock: Mutex<()>,
+    max_age: Option<Duration>,
 }
 
 impl Session {
-    /// A session, optionally seeded with a ready cookie from the settings.
-    pub fn new(initial: Option<SecretString>) -> Self {
+    /// A session, optionally seeded with a ready cookie from the settings; with `max_age`,
+    /// a cookie older than that is renewed before it is used.
+    pub fn new(initial: Option<SecretString>, max_age: Option<Duration>) -> Self {
         Self {
             current: RwLock::new(initial.map(|value| SessionCookie::new(&value, 1))),
             login_lock: Mutex::new(()),
+            max_age,
         }
     }
 
-    /// The cookie in use, if any.
-    pub async fn current(&self) -> Option<SessionCookie> {
-        self.current.read().await.clone()
+    fn usable(&self, cookie: &SessionCookie) -> bool {
+        self.max_age
+            .is_none_or(|max| cookie.obtained.elapsed() < max)
+    }
+
+    /// The cookie to use, or the generation to [`Session::renew`] (0 when there is none).
+    pub async fn current(&self) -> Result<SessionCookie, u64> {
+        match self.current.read().await.as_ref() {
+            Some(c) if self.usable(c) => Ok(c.clone()),
+            Some(c) => Err(c.generation),
+            None => Err(0),
+        }
     }
 
     /// Replaces the cookie that had generation `stale` (0 when there was none) by a new one
@@ -58,7 +80,7 @@ impl Session {
     {
         let _guard = self.login_lock.lock().await;
         if let Some(cookie) = self.current.read().await.as_ref() {
-            if cookie.generation != stale {
+            if cookie.generation != stale && self.usable(cookie) {
                 return Ok(cookie.clone());
             }
         }
@@ -79,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_renewals_log_in_once() {
-        let session = Arc::new(Session::new(None));
+        let session = Arc::new(Session::new(None, None));
         let logins = Arc::new(AtomicU32::new(0));
         let mut tasks = Vec::new();
         for _ in 0..20 {
@@ -99,5 +121,19 @@ mod tests {
             assert_eq!(t.await.unwrap(), Ok(1));
         }
         assert_eq!(logins.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_past_its_maximum_age_is_renewed_before_use() {
+        let session = Session::new(None, Some(Duration::from_secs(60)));
+        let login = |v: &'static str| move || async move { Ok::<_, ()>(SecretString::from(v)) };
+        assert_eq!(session.current().await.err(), Some(0));
+        let first = session.renew(0, login("c1")).await.unwrap();
+        assert_eq!(session.current().await.map(|c| c.generation), Ok(1));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(session.current().await.err(), Some(first.generation));
+        let second = session.renew(first.generation, login("c2")).await.unwrap();
+        assert_eq!(second.generation, 2);
+        assert_eq!(session.current().await.map(|c| c.generation), Ok(2));
     }
 }

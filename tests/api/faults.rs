@@ -122,7 +122,11 @@ async fn malformed_and_truncated_bodies_are_502() {
     let resp = app.get("/v1/audiences/1001").await;
     assert_eq!(resp.status(), 502);
     let body = problem(resp).await;
-    assert_eq!(body["detail"], "the Digital Audience API failed");
+    assert_eq!(body["code"], "upstream_response_unreadable");
+    assert_eq!(
+        body["detail"],
+        "the Digital Audience API answered, but its answer could not be read; the change may have been made"
+    );
 
     // A server that promises 500 bytes and hangs up after 20.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
