@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use audience_gateway::limits::{ActivationLimiter, LocalLimiter};
 use audience_gateway::metrics::Metrics;
 use audience_gateway::settings::Settings;
-use audience_gateway::shared::SharedState;
+use audience_gateway::startup::SharedState;
 use audience_sandbox::{Simulator, SimulatorConfig, SimulatorHandle};
 use futures_util::future::join_all;
 use serde_json::json;

@@ -1,6 +1,8 @@
 //! Activation rate limits: per caller and global, GCRA (governor), with the IETF draft
 //! `RateLimit-Policy` / `RateLimit` headers. The decision sits behind [`ActivationLimiter`]
-//! so a shared (Redis) implementation can replace the in-process one.
+//! so the shared implementation ([`redis::SharedLimiter`]) can replace the in-process one.
+
+pub mod redis;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};

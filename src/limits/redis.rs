@@ -1,16 +1,18 @@
 //! Activation limits shared by the replicas: the GCRA of [`crate::limits::LocalLimiter`]
 //! (governor's), evaluated atomically in Redis by one Lua script per decision, on Redis
 //! server time so replicas with skewed clocks agree. Headers and `Retry-After` come out the
-//! same as in process.
+//! same as in process. While Redis is down, [`SharedLimiter`] decides by
+//! `redis.limiter_fallback`: in-process limits with `redis.fallback_quota_share` of every
+//! quota and burst on each replica (`local`), or 503 (`refuse`).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Redis, RedisFailure};
-use crate::limits::{policies, ActivationLimiter, Decision, LocalLimiter, Policy, PolicyState};
+use super::{policies, ActivationLimiter, Decision, LocalLimiter, Policy, PolicyState};
 use crate::metrics::Metrics;
+use crate::redis::{Redis, RedisFailure};
 use crate::settings::{ms, LimiterFallback, Settings};
 
 /// GCRA as governor 0.10 computes it, in microseconds of Redis `TIME` (exact in Lua's

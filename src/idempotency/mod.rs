@@ -2,7 +2,10 @@
 //!
 //! A record is scoped to the caller and the route, remembers a fingerprint of the request,
 //! and is either in flight or holds the finished response. Records sit behind
-//! [`IdempotencyStore`] so a shared (Redis) store can replace the in-process one.
+//! [`IdempotencyStore`] so the shared store ([`redis::SharedIdempotency`]) can replace the
+//! in-process one.
+
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
