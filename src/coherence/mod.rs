@@ -3,7 +3,10 @@
 //! implementation ([`redis::RedisInvalidation`]) replaces [`LocalInvalidation`] in
 //! multi-replica deployments.
 
+pub mod local;
 pub mod redis;
+
+pub use local::LocalInvalidation;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -23,12 +26,4 @@ pub enum Event {
 pub trait Invalidation: Send + Sync {
     /// Tells every other replica that audience `id` of upstream `identity` changed.
     async fn publish(&self, identity: &str, id: i64);
-}
-
-/// Single-replica deployments: nothing to broadcast.
-pub struct LocalInvalidation;
-
-#[async_trait]
-impl Invalidation for LocalInvalidation {
-    async fn publish(&self, _identity: &str, _id: i64) {}
 }
