@@ -150,11 +150,9 @@ impl ActivationLimiter for LocalLimiter {
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 self.metrics.rate_limit(cp.name, false);
-                return Decision {
-                    admitted: false,
+                return Decision::Limited {
                     states: vec![PolicyState::refused(*cp, wait)],
-                    retry_after: Some(wait),
-                    unavailable: false,
+                    retry_after: wait,
                 };
             }
         };
@@ -163,24 +161,19 @@ impl ActivationLimiter for LocalLimiter {
         match gl.check() {
             Ok(snap) => {
                 self.metrics.rate_limit(gp.name, true);
-                Decision {
-                    admitted: true,
+                Decision::Admitted {
                     states: vec![
                         caller_state,
                         PolicyState::admitted(*gp, snap.remaining_burst_capacity()),
                     ],
-                    retry_after: None,
-                    unavailable: false,
                 }
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 self.metrics.rate_limit(gp.name, false);
-                Decision {
-                    admitted: false,
+                Decision::Limited {
                     states: vec![caller_state, PolicyState::refused(*gp, wait)],
-                    retry_after: Some(wait),
-                    unavailable: false,
+                    retry_after: wait,
                 }
             }
         }
@@ -209,21 +202,24 @@ mod tests {
         let mut remaining = Vec::new();
         for _ in 0..3 {
             let d = l.check("alice").await;
-            assert!(d.admitted);
-            remaining.push(d.states[0].remaining);
+            assert!(d.is_admitted());
+            remaining.push(d.states()[0].remaining);
         }
         assert_eq!(remaining, [2, 1, 0]);
         let d = l.check("alice").await;
-        assert!(!d.admitted);
-        let wait = d.retry_after.unwrap();
+        assert!(!d.is_admitted());
+        let wait = d.retry_after().unwrap();
         assert!(
             wait <= Duration::from_secs(6) && wait > Duration::ZERO,
             "{wait:?}"
         );
-        assert!(l.check("bob").await.admitted, "callers are independent");
+        assert!(
+            l.check("bob").await.is_admitted(),
+            "callers are independent"
+        );
         assert_eq!(
             d.limit_header(),
-            format!("\"per-caller\";r=0;t={}", d.states[0].reset_secs)
+            format!("\"per-caller\";r=0;t={}", d.states()[0].reset_secs)
         );
     }
 

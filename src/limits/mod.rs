@@ -75,25 +75,44 @@ impl PolicyState {
 
 /// The outcome of an activation attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub admitted: bool,
-    /// Per-caller then global; a policy not consulted is absent.
-    pub states: Vec<PolicyState>,
-    /// When refused: time until a retry can succeed.
-    pub retry_after: Option<Duration>,
-    /// The limiter could not decide (its shared store is down and the policy is to refuse):
-    /// the caller gets 503, not 429. `states` is empty then.
-    pub unavailable: bool,
+pub enum Decision {
+    /// Go ahead: one unit was taken from every policy.
+    Admitted {
+        /// Per-caller then global.
+        states: Vec<PolicyState>,
+    },
+    /// A quota is spent (429); a retry can succeed after `retry_after`.
+    Limited {
+        /// Per-caller then global; a policy not consulted is absent.
+        states: Vec<PolicyState>,
+        retry_after: Duration,
+    },
+    /// No decision could be made (the shared store is down and the policy is to refuse):
+    /// 503, not 429; a retry may succeed after `retry_after`.
+    Unavailable { retry_after: Duration },
 }
 
 impl Decision {
-    /// No decision could be made; a retry may succeed after `retry_after`.
-    pub fn unavailable(retry_after: Duration) -> Self {
-        Decision {
-            admitted: false,
-            states: Vec::new(),
-            retry_after: Some(retry_after),
-            unavailable: true,
+    /// Whether the activation may go ahead.
+    pub fn is_admitted(&self) -> bool {
+        matches!(self, Decision::Admitted { .. })
+    }
+
+    /// The state of each policy consulted (none when unavailable).
+    pub fn states(&self) -> &[PolicyState] {
+        match self {
+            Decision::Admitted { states } | Decision::Limited { states, .. } => states,
+            Decision::Unavailable { .. } => &[],
+        }
+    }
+
+    /// When not admitted: the time until a retry can succeed.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Decision::Admitted { .. } => None,
+            Decision::Limited { retry_after, .. } | Decision::Unavailable { retry_after } => {
+                Some(*retry_after)
+            }
         }
     }
 
@@ -108,7 +127,7 @@ impl Decision {
 
     /// `RateLimit` header value.
     pub fn limit_header(&self) -> String {
-        self.states
+        self.states()
             .iter()
             .map(|s| format!("\"{}\";r={};t={}", s.policy.name, s.remaining, s.reset_secs))
             .collect::<Vec<_>>()

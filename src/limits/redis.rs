@@ -96,11 +96,9 @@ impl RedisLimiter {
             [0, wait] => {
                 let wait = Duration::from_micros(n(*wait));
                 self.metrics.rate_limit(self.caller.name, false);
-                Decision {
-                    admitted: false,
+                Decision::Limited {
                     states: vec![PolicyState::refused(self.caller, wait)],
-                    retry_after: Some(wait),
-                    unavailable: false,
+                    retry_after: wait,
                 }
             }
             [1, remaining, gok, gv] => {
@@ -111,19 +109,14 @@ impl RedisLimiter {
                 self.metrics.rate_limit(self.global.name, admitted);
                 if admitted {
                     let remaining = u32::try_from(*gv).unwrap_or(0);
-                    Decision {
-                        admitted,
+                    Decision::Admitted {
                         states: vec![caller, PolicyState::admitted(self.global, remaining)],
-                        retry_after: None,
-                        unavailable: false,
                     }
                 } else {
                     let wait = Duration::from_micros(n(*gv));
-                    Decision {
-                        admitted,
+                    Decision::Limited {
                         states: vec![caller, PolicyState::refused(self.global, wait)],
-                        retry_after: Some(wait),
-                        unavailable: false,
+                        retry_after: wait,
                     }
                 }
             }
@@ -204,7 +197,9 @@ impl ActivationLimiter for SharedLimiter {
                 tracing::debug!(error = %e, "shared rate limit unavailable; using the fallback");
                 match &self.fallback {
                     Fallback::Local(local) => local.check(principal).await,
-                    Fallback::Refuse { retry_after } => Decision::unavailable(*retry_after),
+                    Fallback::Refuse { retry_after } => Decision::Unavailable {
+                        retry_after: *retry_after,
+                    },
                 }
             }
         }
