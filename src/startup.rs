@@ -1,6 +1,7 @@
 //! The application builder: shared state, the HTTP server, background tasks and graceful
 //! shutdown. The listener is bound first, so port 0 works and `port()` tells the real one.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -16,13 +17,16 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::auth::Authenticator;
 use crate::cache::AudienceCache;
-use crate::coherence::{Invalidation, LocalInvalidation};
+use crate::coherence::redis::RedisInvalidation;
+use crate::coherence::{Event, Invalidation, LocalInvalidation};
 use crate::error::ApiError;
+use crate::idempotency::redis::SharedIdempotency;
 use crate::idempotency::{IdempotencyStore, LocalIdempotency};
+use crate::limits::redis::SharedLimiter;
 use crate::limits::{ActivationLimiter, LocalLimiter};
 use crate::metrics::Metrics;
+use crate::redis::Redis;
 use crate::settings::{ms, Settings};
-use crate::shared::{Event, SharedState};
 use crate::upstream::UpstreamClient;
 use crate::{routes, telemetry};
 
@@ -86,7 +90,9 @@ impl AppState {
 
     /// `disabled`, `up` or `down`.
     pub fn redis_state(&self) -> &'static str {
-        self.redis.as_ref().map_or("disabled", SharedState::state)
+        self.redis
+            .as_ref()
+            .map_or("disabled", |r| r.redis().state())
     }
 
     /// Drops an audience from this replica's cache and tells the others.
@@ -94,6 +100,75 @@ impl AppState {
         let identity = self.upstream.identity();
         self.cache.evict(&identity, id).await;
         self.invalidation.publish(&identity, id).await;
+    }
+}
+
+/// The Redis-backed implementations of the capabilities, with their connection.
+pub struct SharedState {
+    redis: Arc<Redis>,
+    limiter: Arc<SharedLimiter>,
+    idempotency: Arc<SharedIdempotency>,
+    invalidation: Arc<RedisInvalidation>,
+}
+
+impl SharedState {
+    /// The shared state when `redis.url` is set. Connects lazily: [`SharedState::spawn`]
+    /// starts the tasks that connect, watch and subscribe.
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Option<Self>> {
+        let Some(redis) = Redis::new(settings, metrics.clone())? else {
+            return Ok(None);
+        };
+        let redis = Arc::new(redis);
+        Ok(Some(Self {
+            limiter: Arc::new(SharedLimiter::new(redis.clone(), settings, metrics)),
+            idempotency: Arc::new(SharedIdempotency::new(redis.clone(), &settings.idempotency)),
+            invalidation: Arc::new(RedisInvalidation::new(redis.clone())),
+            redis,
+        }))
+    }
+
+    /// Activation limits (with the fallback policy).
+    pub fn limiter(&self) -> Arc<dyn ActivationLimiter> {
+        self.limiter.clone()
+    }
+
+    /// Idempotency records (with the in-process fallback).
+    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        self.idempotency.clone()
+    }
+
+    /// Eviction broadcasts.
+    pub fn invalidation(&self) -> Arc<dyn Invalidation> {
+        self.invalidation.clone()
+    }
+
+    /// The connection (tests and diagnostics).
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Starts the health task, which also sends the evictions that could not be published,
+    /// and the eviction subscriber on the current (actix) runtime. `on_event` applies a
+    /// received eviction locally and returns false once the application is gone; both tasks
+    /// end with the state.
+    pub fn spawn<F, Fut>(&self, on_event: F)
+    where
+        F: FnMut(Event) -> Fut + 'static,
+        Fut: Future<Output = bool> + 'static,
+    {
+        let invalidation = Arc::downgrade(&self.invalidation);
+        crate::redis::spawn_health(&self.redis, move || {
+            let invalidation = invalidation.upgrade();
+            async move {
+                if let Some(inv) = invalidation.filter(|inv| inv.has_pending()) {
+                    inv.flush_pending().await;
+                }
+            }
+        });
+        actix_rt::spawn(crate::coherence::redis::subscribe(
+            Arc::downgrade(&self.redis),
+            on_event,
+        ));
     }
 }
 

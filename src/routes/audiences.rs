@@ -642,18 +642,20 @@ async fn activate_audience(
         || async move {
             if state_ref.settings.rate_limit.enabled {
                 let d = state_ref.limiter.check(&principal).await;
-                if d.unavailable {
-                    return Err(ApiError::RateLimitUnavailable {
-                        retry_after: d.retry_after.unwrap_or_default(),
-                    });
-                }
-                let admitted = d.admitted;
-                let retry_after = d.retry_after;
+                let refused = match &d {
+                    Decision::Admitted { .. } => None,
+                    Decision::Limited { retry_after, .. } => Some(ApiError::RateLimited {
+                        retry_after: *retry_after,
+                    }),
+                    Decision::Unavailable { retry_after } => {
+                        return Err(ApiError::RateLimitUnavailable {
+                            retry_after: *retry_after,
+                        })
+                    }
+                };
                 *slot = Some(d);
-                if !admitted {
-                    return Err(ApiError::RateLimited {
-                        retry_after: retry_after.unwrap_or_default(),
-                    });
+                if let Some(refused) = refused {
+                    return Err(refused);
                 }
             }
             let result = state_ref.upstream.activate(&ctx.0, id, &activation).await;

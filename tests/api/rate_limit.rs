@@ -259,7 +259,7 @@ fn limiter(burst: u32, max_tracked_callers: u64) -> LocalLimiter {
 async fn keyed_state_stays_bounded() {
     let l = limiter(1, 16);
     for i in 0..2_000 {
-        assert!(l.check(&format!("caller-{i}")).await.admitted);
+        assert!(l.check(&format!("caller-{i}")).await.is_admitted());
         assert!(
             l.tracked_callers() <= 16,
             "{} after {i}",
@@ -272,18 +272,18 @@ async fn keyed_state_stays_bounded() {
 async fn a_new_caller_is_limited_when_the_tracked_callers_are_at_the_bound() {
     let l = limiter(1, 16);
     for i in 0..16 {
-        assert!(l.check(&format!("caller-{i}")).await.admitted);
+        assert!(l.check(&format!("caller-{i}")).await.is_admitted());
     }
     // The store is full; a newcomer must still get exactly its burst.
     let admitted = join_all((0..10).map(|_| l.check("newcomer")))
         .await
         .iter()
-        .filter(|d| d.admitted)
+        .filter(|d| d.is_admitted())
         .count();
     let later = {
         let mut n = 0;
         for _ in 0..10 {
-            n += usize::from(l.check("newcomer").await.admitted);
+            n += usize::from(l.check("newcomer").await.is_admitted());
             // Let the store do its housekeeping (admission, eviction) between checks.
             assert!(l.tracked_callers() <= 16);
         }

@@ -1,16 +1,18 @@
 //! Activation limits shared by the replicas: the GCRA of [`crate::limits::LocalLimiter`]
 //! (governor's), evaluated atomically in Redis by one Lua script per decision, on Redis
 //! server time so replicas with skewed clocks agree. Headers and `Retry-After` come out the
-//! same as in process.
+//! same as in process. While Redis is down, [`SharedLimiter`] decides by
+//! `redis.limiter_fallback`: in-process limits with `redis.fallback_quota_share` of every
+//! quota and burst on each replica (`local`), or 503 (`refuse`).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Redis, RedisFailure};
-use crate::limits::{policies, ActivationLimiter, Decision, LocalLimiter, Policy, PolicyState};
+use super::{policies, ActivationLimiter, Decision, LocalLimiter, Policy, PolicyState};
 use crate::metrics::Metrics;
+use crate::redis::{Redis, RedisFailure};
 use crate::settings::{ms, LimiterFallback, Settings};
 
 /// GCRA as governor 0.10 computes it, in microseconds of Redis `TIME` (exact in Lua's
@@ -94,11 +96,9 @@ impl RedisLimiter {
             [0, wait] => {
                 let wait = Duration::from_micros(n(*wait));
                 self.metrics.rate_limit(self.caller.name, false);
-                Decision {
-                    admitted: false,
+                Decision::Limited {
                     states: vec![PolicyState::refused(self.caller, wait)],
-                    retry_after: Some(wait),
-                    unavailable: false,
+                    retry_after: wait,
                 }
             }
             [1, remaining, gok, gv] => {
@@ -109,19 +109,14 @@ impl RedisLimiter {
                 self.metrics.rate_limit(self.global.name, admitted);
                 if admitted {
                     let remaining = u32::try_from(*gv).unwrap_or(0);
-                    Decision {
-                        admitted,
+                    Decision::Admitted {
                         states: vec![caller, PolicyState::admitted(self.global, remaining)],
-                        retry_after: None,
-                        unavailable: false,
                     }
                 } else {
                     let wait = Duration::from_micros(n(*gv));
-                    Decision {
-                        admitted,
+                    Decision::Limited {
                         states: vec![caller, PolicyState::refused(self.global, wait)],
-                        retry_after: Some(wait),
-                        unavailable: false,
+                        retry_after: wait,
                     }
                 }
             }
@@ -202,7 +197,9 @@ impl ActivationLimiter for SharedLimiter {
                 tracing::debug!(error = %e, "shared rate limit unavailable; using the fallback");
                 match &self.fallback {
                     Fallback::Local(local) => local.check(principal).await,
-                    Fallback::Refuse { retry_after } => Decision::unavailable(*retry_after),
+                    Fallback::Refuse { retry_after } => Decision::Unavailable {
+                        retry_after: *retry_after,
+                    },
                 }
             }
         }

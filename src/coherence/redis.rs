@@ -25,21 +25,11 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Redis, RedisFailure};
-use crate::coherence::Invalidation;
+use super::{Event, Invalidation};
+use crate::redis::{Redis, RedisFailure};
 
 /// Unsent evictions kept while Redis is down; more turn into one "clear" message.
 pub const MAX_PENDING: usize = 1024;
-
-/// What a replica is told to drop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum Event {
-    /// Audience `id` of upstream `identity` changed.
-    Evict { identity: String, id: i64 },
-    /// Anything may have changed: drop the whole cache.
-    Clear,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Message {
@@ -158,18 +148,18 @@ impl Invalidation for RedisInvalidation {
 /// it first hands over [`Event::Clear`]: messages sent while unsubscribed are lost. A PING on
 /// the subscription every interval detects a hung server. Ends when `redis` is dropped or
 /// `on_event` returns false.
-pub(super) async fn subscribe<F, Fut>(redis: Weak<Redis>, mut on_event: F)
+pub async fn subscribe<F, Fut>(redis: Weak<Redis>, mut on_event: F)
 where
     F: FnMut(Event) -> Fut,
     Fut: Future<Output = bool>,
 {
     loop {
         let Some(r) = redis.upgrade() else { return };
-        let (timeout, interval) = (r.timeout, r.interval);
+        let (timeout, interval) = (r.timeout(), r.interval());
         let channel = r.key(&["evict"]);
         let replica = r.replica().to_string();
         let connect = async {
-            let mut pubsub = r.client.get_async_pubsub().await?;
+            let mut pubsub = r.pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub.split())
         };

@@ -1,42 +1,26 @@
-//! State shared by the replicas, in Redis: activation limits ([`limiter`]), idempotency
-//! records ([`idempotency`]) and cache evictions ([`invalidation`]). Chosen by `redis.url`;
-//! without it the in-process implementations are used.
+//! The connection to Redis that the shared implementations of the activation limits
+//! (`limits::redis`), idempotency records (`idempotency::redis`) and cache coherence
+//! (`coherence::redis`) use; they depend on this module, never the reverse. Chosen by
+//! `redis.url`; without it every capability uses its in-process implementation.
 //!
 //! Every Redis call is bounded by `redis.timeout_ms`. A failed or late call marks Redis down;
-//! while down, requests do not wait on Redis at all and each feature falls back by a stated
-//! policy:
-//! - activation limits: in-process limits with `redis.fallback_quota_share` of every quota
-//!   and burst on each replica (`redis.limiter_fallback = "local"`), or 503
-//!   (`"refuse"`);
-//! - idempotency: in-process records (a retry landing on another replica is not
-//!   recognised until Redis is back);
-//! - evictions: published ones that fail are kept (bounded) and sent once Redis is back, and
-//!   a replica drops its whole audience cache each time its subscription is (re)established,
-//!   as it may have missed messages meanwhile.
-//!
-//! A background task PINGs every `redis.health_interval_ms` and reconnects while down. The
-//! state is reported by `audience_gateway_redis_up` and the readiness body (`redis`), and
-//! never fails readiness: a Redis outage must not take every replica out of the Service.
-
-pub mod idempotency;
-pub mod invalidation;
-pub mod limiter;
+//! while down, requests do not wait on Redis at all and each capability falls back by the
+//! policy its Redis module states. A background task PINGs every `redis.health_interval_ms`
+//! and reconnects while down. Redis counts as up when commands answer and the eviction
+//! subscription is live; the state is reported by `audience_gateway_redis_up` and the
+//! readiness body (`redis`), and never fails readiness: a Redis outage must not take every
+//! replica out of the Service.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use secrecy::ExposeSecret;
 
-use crate::coherence::Invalidation;
-use crate::idempotency::IdempotencyStore;
-use crate::limits::ActivationLimiter;
 use crate::metrics::Metrics;
 use crate::settings::{ms, Settings};
-
-pub use invalidation::Event;
 
 /// Why a Redis call gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +53,8 @@ pub struct Redis {
 }
 
 impl Redis {
-    fn new(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Option<Self>> {
+    /// The connection when `redis.url` is set; connects lazily, in [`spawn_health`].
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Option<Self>> {
         let r = &settings.redis;
         let Some(url) = &r.url else { return Ok(None) };
         let client = redis::Client::open(url.expose_secret())
@@ -124,7 +109,32 @@ impl Redis {
         self.metrics.redis_up(self.is_up());
     }
 
-    fn set_subscribed(&self, up: bool) {
+    /// Bound of every call and connection attempt (`redis.timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Time between health checks and between reconnection attempts.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// A new pub/sub connection (not bounded: callers apply [`Redis::timeout`]).
+    pub async fn pubsub(&self) -> redis::RedisResult<PubSub> {
+        self.client.get_async_pubsub().await
+    }
+
+    /// `up` or `down`, as readiness and metrics report it.
+    pub fn state(&self) -> &'static str {
+        if self.is_up() {
+            "up"
+        } else {
+            "down"
+        }
+    }
+
+    /// Records whether the eviction subscription is live.
+    pub fn set_subscribed(&self, up: bool) {
         self.subscribed.store(up, Ordering::Release);
         self.metrics.redis_up(self.is_up());
     }
@@ -198,100 +208,25 @@ impl Redis {
     }
 }
 
-/// The Redis-backed implementations of the shared-state traits, with their connection.
-pub struct SharedState {
-    redis: Arc<Redis>,
-    limiter: Arc<limiter::SharedLimiter>,
-    idempotency: Arc<idempotency::SharedIdempotency>,
-    invalidation: Arc<invalidation::RedisInvalidation>,
-}
-
-impl SharedState {
-    /// The shared state when `redis.url` is set. Connects lazily: [`SharedState::spawn`]
-    /// starts the tasks that connect, watch and subscribe.
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Option<Self>> {
-        let Some(redis) = Redis::new(settings, metrics.clone())? else {
-            return Ok(None);
-        };
-        let redis = Arc::new(redis);
-        Ok(Some(Self {
-            limiter: Arc::new(limiter::SharedLimiter::new(
-                redis.clone(),
-                settings,
-                metrics,
-            )),
-            idempotency: Arc::new(idempotency::SharedIdempotency::new(
-                redis.clone(),
-                &settings.idempotency,
-            )),
-            invalidation: Arc::new(invalidation::RedisInvalidation::new(redis.clone())),
-            redis,
-        }))
-    }
-
-    /// Activation limits (with the fallback policy).
-    pub fn limiter(&self) -> Arc<dyn ActivationLimiter> {
-        self.limiter.clone()
-    }
-
-    /// Idempotency records (with the in-process fallback).
-    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
-        self.idempotency.clone()
-    }
-
-    /// Eviction broadcasts.
-    pub fn invalidation(&self) -> Arc<dyn Invalidation> {
-        self.invalidation.clone()
-    }
-
-    /// The connection (tests and diagnostics).
-    pub fn redis(&self) -> &Redis {
-        &self.redis
-    }
-
-    /// `up` or `down`, as readiness and metrics report it.
-    pub fn state(&self) -> &'static str {
-        if self.redis.is_up() {
-            "up"
-        } else {
-            "down"
-        }
-    }
-
-    /// Starts the health task and the eviction subscriber on the current (actix) runtime.
-    /// `on_event` applies a received eviction locally and returns false once the
-    /// application is gone; both tasks end with the state.
-    pub fn spawn<F, Fut>(&self, on_event: F)
-    where
-        F: FnMut(Event) -> Fut + 'static,
-        Fut: Future<Output = bool> + 'static,
-    {
-        actix_rt::spawn(health(
-            Arc::downgrade(&self.redis),
-            Arc::downgrade(&self.invalidation),
-        ));
-        actix_rt::spawn(invalidation::subscribe(
-            Arc::downgrade(&self.redis),
-            on_event,
-        ));
-    }
-}
-
-/// Probes every `redis.health_interval_ms`; while Redis answers, sends the evictions that
-/// could not be published. (Not only right after a recovery: an eviction can be kept just
-/// after a probe found Redis up again, and would otherwise wait for the next outage.)
-async fn health(redis: Weak<Redis>, invalidation: Weak<invalidation::RedisInvalidation>) {
-    loop {
-        let Some(r) = redis.upgrade() else { return };
-        if r.probe().await {
-            if let Some(inv) = invalidation.upgrade() {
-                if inv.has_pending() {
-                    inv.flush_pending().await;
-                }
+/// Starts the health task on the current (actix) runtime: it probes every
+/// `redis.health_interval_ms` and runs `on_up` after every probe that Redis answered (not
+/// only after a recovery: work kept just after a probe found Redis up again would otherwise
+/// wait for the next outage). Holds only a weak reference, so it ends with the connection.
+pub fn spawn_health<F, Fut>(redis: &Arc<Redis>, mut on_up: F)
+where
+    F: FnMut() -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let redis: Weak<Redis> = Arc::downgrade(redis);
+    actix_rt::spawn(async move {
+        loop {
+            let Some(r) = redis.upgrade() else { return };
+            if r.probe().await {
+                on_up().await;
             }
+            let every = r.interval;
+            drop(r);
+            tokio::time::sleep(every).await;
         }
-        let every = r.interval;
-        drop(r);
-        tokio::time::sleep(every).await;
-    }
+    });
 }

@@ -1,8 +1,6 @@
-//! Activation rate limits: per caller and global, GCRA (governor), with the IETF draft
-//! `RateLimit-Policy` / `RateLimit` headers. The decision sits behind [`ActivationLimiter`]
-//! so a shared (Redis) implementation can replace the in-process one.
+//! The in-process limiter: one replica's view, in governor's GCRA, with the per-caller
+//! state bounded so that many distinct callers cannot grow memory without limit.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,138 +11,11 @@ use governor::middleware::NoOpMiddleware;
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
-use governor::{Quota, RateLimiter};
+use governor::RateLimiter;
 
+use super::{policies, ActivationLimiter, Decision, Policy, PolicyState};
 use crate::metrics::Metrics;
 use crate::settings::RateLimitSettings;
-
-/// One policy's parameters, as advertised in `RateLimit-Policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    pub name: &'static str,
-    /// Requests per window.
-    pub quota: u32,
-    pub window_secs: u32,
-    /// Requests that may be made at once.
-    pub burst: u32,
-}
-
-impl Policy {
-    fn quota(&self) -> Quota {
-        let per = Duration::from_secs(u64::from(self.window_secs)) / self.quota.max(1);
-        Quota::with_period(per)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN))
-    }
-
-    /// Time to earn back one request.
-    pub fn interval(&self) -> Duration {
-        Duration::from_secs(u64::from(self.window_secs)) / self.quota.max(1)
-    }
-}
-
-/// The state of one policy after a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyState {
-    pub policy: Policy,
-    /// Requests available now.
-    pub remaining: u32,
-    /// Seconds until the full burst is available again.
-    pub reset_secs: u64,
-}
-
-impl PolicyState {
-    /// The state after an admission that left `remaining` requests of the burst.
-    pub fn admitted(policy: Policy, remaining: u32) -> Self {
-        let missing = policy.burst.saturating_sub(remaining);
-        let reset = policy.interval() * missing;
-        PolicyState {
-            policy,
-            remaining,
-            reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
-        }
-    }
-
-    /// The state after a refusal; a retry can succeed after `wait`.
-    pub fn refused(policy: Policy, wait: Duration) -> Self {
-        let full = policy.interval() * policy.burst.saturating_sub(1) + wait;
-        PolicyState {
-            policy,
-            remaining: 0,
-            reset_secs: full.as_secs() + u64::from(full.subsec_nanos() > 0),
-        }
-    }
-}
-
-/// The outcome of an activation attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub admitted: bool,
-    /// Per-caller then global; a policy not consulted is absent.
-    pub states: Vec<PolicyState>,
-    /// When refused: time until a retry can succeed.
-    pub retry_after: Option<Duration>,
-    /// The limiter could not decide (its shared store is down and the policy is to refuse):
-    /// the caller gets 503, not 429. `states` is empty then.
-    pub unavailable: bool,
-}
-
-impl Decision {
-    /// No decision could be made; a retry may succeed after `retry_after`.
-    pub fn unavailable(retry_after: Duration) -> Self {
-        Decision {
-            admitted: false,
-            states: Vec::new(),
-            retry_after: Some(retry_after),
-            unavailable: true,
-        }
-    }
-
-    /// `RateLimit-Policy` header value.
-    pub fn policy_header(policies: &[Policy]) -> String {
-        policies
-            .iter()
-            .map(|p| format!("\"{}\";q={};w={}", p.name, p.quota, p.window_secs))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// `RateLimit` header value.
-    pub fn limit_header(&self) -> String {
-        self.states
-            .iter()
-            .map(|s| format!("\"{}\";r={};t={}", s.policy.name, s.remaining, s.reset_secs))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// Decides whether an activation may go ahead.
-#[async_trait]
-pub trait ActivationLimiter: Send + Sync {
-    /// The policies, for `RateLimit-Policy`.
-    fn policies(&self) -> Vec<Policy>;
-    /// Takes one unit for `principal`, or refuses.
-    async fn check(&self, principal: &str) -> Decision;
-}
-
-/// The policies from settings.
-pub fn policies(s: &RateLimitSettings) -> (Policy, Policy) {
-    (
-        Policy {
-            name: "per-caller",
-            quota: s.per_caller_per_minute,
-            window_secs: 60,
-            burst: s.per_caller_burst,
-        },
-        Policy {
-            name: "global",
-            quota: s.global_per_minute,
-            window_secs: 60,
-            burst: s.global_burst,
-        },
-    )
-}
 
 /// Bounded keyed state for governor: the least recently seen callers are forgotten beyond
 /// `capacity`, and idle ones after the time their burst takes to refill.
@@ -279,11 +150,9 @@ impl ActivationLimiter for LocalLimiter {
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 self.metrics.rate_limit(cp.name, false);
-                return Decision {
-                    admitted: false,
+                return Decision::Limited {
                     states: vec![PolicyState::refused(*cp, wait)],
-                    retry_after: Some(wait),
-                    unavailable: false,
+                    retry_after: wait,
                 };
             }
         };
@@ -292,24 +161,19 @@ impl ActivationLimiter for LocalLimiter {
         match gl.check() {
             Ok(snap) => {
                 self.metrics.rate_limit(gp.name, true);
-                Decision {
-                    admitted: true,
+                Decision::Admitted {
                     states: vec![
                         caller_state,
                         PolicyState::admitted(*gp, snap.remaining_burst_capacity()),
                     ],
-                    retry_after: None,
-                    unavailable: false,
                 }
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 self.metrics.rate_limit(gp.name, false);
-                Decision {
-                    admitted: false,
+                Decision::Limited {
                     states: vec![caller_state, PolicyState::refused(*gp, wait)],
-                    retry_after: Some(wait),
-                    unavailable: false,
+                    retry_after: wait,
                 }
             }
         }
@@ -338,21 +202,24 @@ mod tests {
         let mut remaining = Vec::new();
         for _ in 0..3 {
             let d = l.check("alice").await;
-            assert!(d.admitted);
-            remaining.push(d.states[0].remaining);
+            assert!(d.is_admitted());
+            remaining.push(d.states()[0].remaining);
         }
         assert_eq!(remaining, [2, 1, 0]);
         let d = l.check("alice").await;
-        assert!(!d.admitted);
-        let wait = d.retry_after.unwrap();
+        assert!(!d.is_admitted());
+        let wait = d.retry_after().unwrap();
         assert!(
             wait <= Duration::from_secs(6) && wait > Duration::ZERO,
             "{wait:?}"
         );
-        assert!(l.check("bob").await.admitted, "callers are independent");
+        assert!(
+            l.check("bob").await.is_admitted(),
+            "callers are independent"
+        );
         assert_eq!(
             d.limit_header(),
-            format!("\"per-caller\";r=0;t={}", d.states[0].reset_secs)
+            format!("\"per-caller\";r=0;t={}", d.states()[0].reset_secs)
         );
     }
 
@@ -363,14 +230,5 @@ mod tests {
             l.check(&format!("caller-{i}")).await;
         }
         assert!(l.tracked_callers() <= 100, "{}", l.tracked_callers());
-    }
-
-    #[test]
-    fn policy_header_lists_both() {
-        let (c, g) = policies(&RateLimitSettings::default());
-        assert_eq!(
-            Decision::policy_header(&[c, g]),
-            "\"per-caller\";q=10;w=60, \"global\";q=100;w=60"
-        );
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Redis, RedisFailure};
-use crate::idempotency::{Begin, IdempotencyStore, LocalIdempotency, StoredResponse};
+use super::{Begin, IdempotencyStore, LocalIdempotency, StoredResponse};
+use crate::redis::{Redis, RedisFailure};
 use crate::settings::IdempotencySettings;
 
 /// Claims `KEYS[1]` with `ARGV[1]` for `ARGV[2]` ms, or returns what holds it.
