@@ -60,7 +60,10 @@
 
 mod control;
 mod handlers;
+mod loose;
+mod problem;
 mod state;
+mod strict;
 #[cfg(test)]
 mod tests;
 
@@ -78,7 +81,7 @@ use control::{Operation, Shared};
 
 /// How the simulator answers a call whose session is missing or expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ExpiryStyle {
     /// HTTP 401 with an empty body.
     #[default]
@@ -87,21 +90,163 @@ pub enum ExpiryStyle {
     Forbidden,
     /// HTTP 302 to `/account/login?ReturnUrl=...`, as an ASP.NET cookie-auth backend does.
     Redirect,
+    /// HTTP 200, `Content-Type: text/html`, the login page's HTML: what a client sees when
+    /// the backend serves its login form in place of the answer.
+    LoginPage,
+    /// HTTP 200 with the envelope `{"data": null, "status": {"statusCode": 401, "message":
+    /// "Session expired"}, "success": false}`.
+    Envelope,
+}
+
+impl ExpiryStyle {
+    /// Every style, for tests that must hold whichever way the vendor reports expiry.
+    pub const ALL: [ExpiryStyle; 5] = [
+        ExpiryStyle::Unauthorized,
+        ExpiryStyle::Forbidden,
+        ExpiryStyle::Redirect,
+        ExpiryStyle::LoginPage,
+        ExpiryStyle::Envelope,
+    ];
+
+    /// The style's canonical name, as `FromStr` and `/__sim/style` accept it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpiryStyle::Unauthorized => "unauthorized",
+            ExpiryStyle::Forbidden => "forbidden",
+            ExpiryStyle::Redirect => "redirect",
+            ExpiryStyle::LoginPage => "login-page",
+            ExpiryStyle::Envelope => "envelope",
+        }
+    }
+}
+
+impl fmt::Display for ExpiryStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl FromStr for ExpiryStyle {
     type Err = String;
 
-    /// Parses `unauthorized`/`401`, `forbidden`/`403` or `redirect`/`302`.
+    /// Parses `unauthorized`/`401`, `forbidden`/`403`, `redirect`/`302`,
+    /// `login-page`/`html` or `envelope`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.trim().to_ascii_lowercase().as_str() {
             "unauthorized" | "401" => Ok(ExpiryStyle::Unauthorized),
             "forbidden" | "403" => Ok(ExpiryStyle::Forbidden),
             "redirect" | "302" => Ok(ExpiryStyle::Redirect),
+            "login-page" | "html" => Ok(ExpiryStyle::LoginPage),
+            "envelope" => Ok(ExpiryStyle::Envelope),
             other => Err(format!(
-                "unknown expiry style '{other}' (expected unauthorized, forbidden or redirect)"
+                "unknown expiry style '{other}' (expected unauthorized, forbidden, redirect, \
+                 login-page or envelope)"
             )),
         }
+    }
+}
+
+/// Where the simulator departs from the gateway's reading of the vendor's page, in ways a
+/// real ASP.NET service plausibly could. The default (all `false`, named `contract`) is the
+/// vendor exactly as the gateway assumes it; see the crate docs for what each flag does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VendorStyle {
+    /// Model binding as strict as the page allows: required fields, no unknown fields,
+    /// `Content-Type: application/json`, 32-bit ids; refusals are HTTP 400 ProblemDetails.
+    pub strict: bool,
+    /// The simulator's own refusals are HTTP 400/401/404 with ProblemDetails bodies instead of
+    /// HTTP 200 envelopes with `success: false`.
+    pub problem_details: bool,
+    /// Data in every shape the page allows: nulls, quoted ids, date-only history keys,
+    /// unknown fields, other `data` for update/delete/login, a top-level `flowId`.
+    pub loose_data: bool,
+}
+
+impl VendorStyle {
+    /// The named presets, for tests that run the same flow against each.
+    pub const ALL_NAMED: [(&'static str, VendorStyle); 5] = [
+        ("contract", VendorStyle::CONTRACT),
+        (
+            "strict",
+            VendorStyle {
+                strict: true,
+                ..VendorStyle::CONTRACT
+            },
+        ),
+        (
+            "problem-details",
+            VendorStyle {
+                problem_details: true,
+                ..VendorStyle::CONTRACT
+            },
+        ),
+        (
+            "nulls",
+            VendorStyle {
+                loose_data: true,
+                ..VendorStyle::CONTRACT
+            },
+        ),
+        ("aspnet", VendorStyle::ASPNET),
+    ];
+
+    /// The vendor as the gateway assumes it (the default).
+    pub const CONTRACT: VendorStyle = VendorStyle {
+        strict: false,
+        problem_details: false,
+        loose_data: false,
+    };
+
+    /// Every departure at once.
+    pub const ASPNET: VendorStyle = VendorStyle {
+        strict: true,
+        problem_details: true,
+        loose_data: true,
+    };
+}
+
+impl fmt::Display for VendorStyle {
+    /// The comma-separated flag names (`strict,problem-details,nulls`), `contract` for none.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [
+            (self.strict, "strict"),
+            (self.problem_details, "problem-details"),
+            (self.loose_data, "nulls"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if names.is_empty() {
+            f.write_str("contract")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+impl FromStr for VendorStyle {
+    type Err = String;
+
+    /// Parses a comma-separated list of `contract` (adds nothing), `strict`,
+    /// `problem-details`, `nulls` and `aspnet` (all three); the flags named are combined.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut style = VendorStyle::CONTRACT;
+        for name in text.split(',').map(str::trim) {
+            match name.to_ascii_lowercase().as_str() {
+                "contract" => {}
+                "strict" => style.strict = true,
+                "problem-details" => style.problem_details = true,
+                "nulls" => style.loose_data = true,
+                "aspnet" => style = VendorStyle::ASPNET,
+                other => {
+                    return Err(format!(
+                        "unknown vendor style '{other}' (expected a comma-separated list of \
+                         contract, strict, problem-details, nulls, aspnet)"
+                    ))
+                }
+            }
+        }
+        Ok(style)
     }
 }
 
@@ -114,8 +259,10 @@ pub struct SimulatorConfig {
     pub password: String,
     /// How long a session lives after its login.
     pub session_ttl: Duration,
-    /// How a call without a live session is answered.
+    /// How a call without a live session is answered (changeable at run time).
     pub expiry_style: ExpiryStyle,
+    /// Where the simulator departs from the contract (changeable at run time).
+    pub style: VendorStyle,
     /// How many audiences to seed, from id 1001.
     pub seed_audiences: usize,
     /// Delay added to every vendor call (changeable at run time).
@@ -133,6 +280,7 @@ impl Default for SimulatorConfig {
             password: "sandbox-password".to_owned(),
             session_ttl: Duration::from_secs(30 * 60),
             expiry_style: ExpiryStyle::Unauthorized,
+            style: VendorStyle::CONTRACT,
             seed_audiences: 5,
             latency: Duration::ZERO,
             error_rate: 0.0,
@@ -148,6 +296,7 @@ impl fmt::Debug for SimulatorConfig {
             .field("password", &"[redacted]")
             .field("session_ttl", &self.session_ttl)
             .field("expiry_style", &self.expiry_style)
+            .field("style", &self.style)
             .field("seed_audiences", &self.seed_audiences)
             .field("latency", &self.latency)
             .field("error_rate", &self.error_rate)
@@ -228,6 +377,16 @@ impl SimulatorHandle {
     /// Makes every vendor call answer HTTP 503 (or stops doing so).
     pub fn set_down(&self, down: bool) {
         self.shared.set_down(down);
+    }
+
+    /// Changes how a call without a live session is answered.
+    pub fn set_expiry_style(&self, style: ExpiryStyle) {
+        self.shared.set_expiry_style(style);
+    }
+
+    /// Changes where the simulator departs from the contract.
+    pub fn set_vendor_style(&self, style: VendorStyle) {
+        self.shared.set_vendor_style(style);
     }
 
     /// Invalidates every live session now.
