@@ -1,6 +1,10 @@
 //! The simulated Digital Audience API: an in-process HTTP server that behaves like the
-//! vendor as described in `CONTRACT.md`, for `audience-gateway sandbox`, the integration
-//! tests and the load benchmarks.
+//! vendor as the gateway reads the vendor's reference page (the repository's account of it
+//! is `docs/UPSTREAM.md`), for `audience-gateway sandbox`, the integration tests and the
+//! load benchmarks. Where the page is silent, the default ("contract") style answers as
+//! the gateway assumes; the [`VendorStyle`] flags and the [`ExpiryStyle`]s make it answer
+//! the other ways a real ASP.NET service plausibly could, so the gateway is also tested
+//! against a vendor it did not write.
 //!
 //! It deliberately shares no types with the gateway's upstream client (it has its own
 //! request and response types), so a client bug cannot be masked by a shared DTO.
@@ -13,7 +17,7 @@
 //! Desk) without one. New audiences, campaigns and segments get increasing ids (segments
 //! from 7001).
 //!
-//! # Assumptions (the vendor does not document these)
+//! # Assumptions of the contract style (the vendor does not document these)
 //! - Every vendor answer is the envelope `{"data", "status": {"statusCode", "message"},
 //!   "success"}`. A refused call is HTTP 200 with `success: false`, `data: null`, a
 //!   non-zero `statusCode` and a `message`:
@@ -32,11 +36,14 @@
 //!   creates another segment.
 //! - A successful login answers `Set-Cookie: digitalAudience=<64 hex>; Path=/; HttpOnly`.
 //!   A session lasts `session_ttl` from login (no sliding renewal).
-//! - A call without a live session (missing, unknown or expired cookie) is answered, with
-//!   an empty body, per [`ExpiryStyle`]: 401, 403, or 302 with
-//!   `Location: /account/login?ReturnUrl=<percent-encoded original path and query>`.
-//!   `GET /account/login` answers 200 with an HTML login page, as an ASP.NET backend would:
-//!   a client that follows the redirect gets HTML, not an envelope.
+//! - A call without a live session (missing, unknown or expired cookie) is answered per
+//!   [`ExpiryStyle`]: 401, 403, or 302 with
+//!   `Location: /account/login?ReturnUrl=<percent-encoded original path and query>`, all
+//!   with an empty body; or HTTP 200 with the HTML login page (`login-page`); or HTTP 200
+//!   with the envelope `{"data": null, "status": {"statusCode": 401, "message": "Session
+//!   expired"}, "success": false}` (`envelope`). `GET /account/login` answers 200 with the
+//!   same HTML login page, as an ASP.NET backend would: a client that follows the redirect
+//!   gets HTML, not an envelope.
 //! - Routing ignores case and a trailing slash. An unknown path, or a non-integer id in
 //!   `loadAudienceById/{id}`, is HTTP 404 with an HTML body; a wrong method is HTTP 405.
 //!   Neither is counted as a call.
@@ -45,17 +52,59 @@
 //!   `insightsState` PENDING (1) / READY (2), are invented: they exercise the gateway's
 //!   pass-through of values the vendor does not list.
 //!
+//! # Vendor styles ([`VendorStyle`], combinable)
+//! - `strict`: model binding as strict as the page allows, before the vendor's rules run.
+//!   Refused with HTTP 400, `Content-Type: application/problem+json; charset=utf-8` and
+//!   `{"type": "https://tools.ietf.org/html/rfc9110#section-15.5.1", "title": "One or more
+//!   validation errors occurred.", "status": 400, "errors": {"<Field>": ["<message>"]},
+//!   "traceId": "00-<32 hex>-<16 hex>-00"}`, fields in PascalCase (`$` for the whole
+//!   body): a missing or `null` required field (login `userName`, `password`; create
+//!   `name`, `campaignId`; update `id`, `name`; all six activation fields, `description`
+//!   included; delete `id`; campaign `name`); an unknown field; a body without a JSON
+//!   `Content-Type` (`application/json`, `text/json`, `application/*+json`); an id outside
+//!   32 bits, in the body or the `loadAudienceById` path; malformed JSON or a wrong type.
+//!   Quoted numbers still bind. The vendor's own refusals stay envelopes unless
+//!   `problem-details` is on too.
+//! - `problem-details`: refusals are ProblemDetails instead of HTTP 200 envelopes:
+//!   validation is HTTP 400 as above, naming the field (`Name` for a blank name,
+//!   `CampaignId` for an unknown campaign, `StartDate`/`EndDate` for a bad date or an end
+//!   not after the start, `AccountId` for an unknown account, the field for a missing one or
+//!   a wrong type); an unknown audience is HTTP 404 `{"type": "...#section-15.5.5", "title":
+//!   "Not Found", "status": 404, "detail": "Audience 123 not found", "traceId"}`; a wrong
+//!   login is HTTP 401 `{"type": "...#section-15.5.2", "title": "Unauthorized", "status":
+//!   401, "detail": "Invalid user name or password", "traceId"}`. Without `strict`, what the
+//!   contract style accepts is still accepted.
+//! - `nulls` (`loose_data`): the same data in every other shape the page allows; nothing
+//!   that is not `null` differs from the contract style but ids quoted and history keys
+//!   shortened. Quoted ids (`id`, `userId`, `campaignId`, an upload's `audienceId`, an
+//!   account's `id`, a campaign's `id`, `segmentId`); unknown fields in the envelope
+//!   (`errors: null`), its `status` (`details: []`) and every object (maps keyed by date
+//!   or identifier type excepted); `null` for an audience's `false` booleans,
+//!   `crmData.size` and `crmData.insightsStateId`; upload history keys that are date-only
+//!   or without offset beside RFC 3339 ones, with `null` counts, rates and whole `dataSet`
+//!   / `matchRates` maps (which event gets which is fixed, see `loose.rs`: among the seeded
+//!   audiences 1001 has an RFC 3339 and a date-only key, 1003 one without offset); login
+//!   and delete answer `data: null`, update `data: true`, activation `data: null` with
+//!   `flowId` and `segmentId` at the envelope's top level. `tagCollection` is `null`, as in
+//!   the contract style.
+//! - `aspnet`: all three. [`VendorStyle::ALL_NAMED`] lists the presets tests iterate over.
+//!
 //! # Fault injection and observation (not part of the vendor API)
 //! Order for a routed vendor call: it is counted (and, unless it is the login, its headers
 //! recorded); then "down" answers 503; then the latency is awaited; then `error_rate`
-//! answers a share of calls 500; then the session is checked. Both fault answers have HTML
-//! bodies, not envelopes. The knobs are on [`SimulatorHandle`] and over HTTP, unaffected by
-//! the faults themselves:
+//! answers a share of calls 500; then the session is checked; then, in the `strict` or
+//! `problem-details` style, the request is bound. Both fault answers have HTML bodies, not
+//! envelopes. The knobs are on [`SimulatorHandle`] and over HTTP, unaffected by the faults
+//! themselves:
 //! - `GET /__sim/faults`, `POST /__sim/faults` `{"latencyMs"?, "errorRate"?, "down"?}`
 //!   (absent knobs keep their value; answers the current knobs; HTTP 400 on a bad body or
 //!   an `errorRate` outside 0.0-1.0);
 //! - `GET /__sim/stats` → `{"logins": n, "calls": {"login": n, "createAudience": n, ...}}`
 //!   (every request routed to the operation, whatever its outcome);
+//! - `GET /__sim/style`, `POST /__sim/style` `{"expiryStyle"?, "vendorStyle"?}` (names as
+//!   their `FromStr` takes them; absent ones keep their value; answers the current styles
+//!   by canonical name, e.g. `{"expiryStyle": "login-page", "vendorStyle":
+//!   "problem-details,nulls"}`; HTTP 400 on a bad body or name);
 //! - `POST /__sim/sessions/expire` → 204, invalidates every session.
 
 mod control;
