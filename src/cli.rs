@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 #[cfg(feature = "sandbox")]
-use audience_sandbox::{ExpiryStyle, Simulator, SimulatorConfig};
+use audience_sandbox::{ExpiryStyle, Simulator, SimulatorConfig, VendorStyle};
 
 use crate::auth::mint::{mint_hs256, TokenSpec, SANDBOX_SECRET};
 use crate::auth::ALL_SCOPES;
@@ -64,9 +64,17 @@ pub struct SandboxArgs {
     /// Upstream session lifetime in seconds.
     #[arg(long, default_value_t = 1800)]
     pub session_ttl_secs: u64,
-    /// How the simulator reports an expired session: unauthorized, forbidden or redirect.
+    /// How the simulator reports an expired session: unauthorized (401), forbidden (403),
+    /// redirect (302 to the login page), login-page (200 with its HTML) or envelope (200 with
+    /// an envelope whose statusCode is 401).
     #[arg(long, default_value = "unauthorized")]
     pub expiry_style: ExpiryStyle,
+    /// Where the simulator departs from the contract, a comma-separated list: contract (none),
+    /// strict (required fields, no unknown fields, JSON Content-Type, 32-bit ids; 400
+    /// ProblemDetails), problem-details (refusals as 400/404 ProblemDetails), nulls (nulls,
+    /// quoted ids, date-only history keys, unknown fields) or aspnet (all three).
+    #[arg(long, default_value = "contract")]
+    pub vendor_style: VendorStyle,
     /// Seeded audiences (ids from 1001).
     #[arg(long, default_value_t = 5)]
     pub seed_audiences: usize,
@@ -171,6 +179,7 @@ async fn sandbox(file: Option<&std::path::Path>, args: SandboxArgs) -> anyhow::R
     let sim_config = SimulatorConfig {
         session_ttl: Duration::from_secs(args.session_ttl_secs),
         expiry_style: args.expiry_style,
+        style: args.vendor_style,
         seed_audiences: args.seed_audiences,
         latency: Duration::from_millis(args.latency_ms),
         error_rate: args.error_rate,

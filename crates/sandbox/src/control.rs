@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::state::Store;
-use crate::{ExpiryStyle, SimulatorConfig};
+use crate::{ExpiryStyle, SimulatorConfig, VendorStyle};
 
 /// A vendor operation, as counted by the simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Shared {
     pub(crate) username: String,
     pub(crate) password: String,
-    pub(crate) expiry_style: ExpiryStyle,
+    expiry_style: Mutex<ExpiryStyle>,
+    vendor_style: Mutex<VendorStyle>,
     session_ttl: Duration,
     pub(crate) store: Mutex<Store>,
     sessions: Mutex<HashMap<String, Instant>>,
@@ -81,7 +82,8 @@ impl Shared {
             store: Mutex::new(Store::seeded(config.seed_audiences)),
             username: config.username,
             password: config.password,
-            expiry_style: config.expiry_style,
+            expiry_style: Mutex::new(config.expiry_style),
+            vendor_style: Mutex::new(config.style),
             session_ttl: config.session_ttl,
             sessions: Mutex::new(HashMap::new()),
             latency_nanos: AtomicU64::new(0),
@@ -115,6 +117,22 @@ impl Shared {
 
     pub(crate) fn expire_sessions(&self) {
         lock(&self.sessions).clear();
+    }
+
+    pub(crate) fn expiry_style(&self) -> ExpiryStyle {
+        *lock(&self.expiry_style)
+    }
+
+    pub(crate) fn set_expiry_style(&self, style: ExpiryStyle) {
+        *lock(&self.expiry_style) = style;
+    }
+
+    pub(crate) fn vendor_style(&self) -> VendorStyle {
+        *lock(&self.vendor_style)
+    }
+
+    pub(crate) fn set_vendor_style(&self, style: VendorStyle) {
+        *lock(&self.vendor_style) = style;
     }
 
     pub(crate) fn count(&self, operation: Operation) {

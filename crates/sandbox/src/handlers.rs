@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 use crate::control::{lock, Operation, Shared};
-use crate::state::{ActivationOrder, Rejection};
-use crate::ExpiryStyle;
+use crate::state::{Activation, ActivationOrder, Audience, Campaign, PlatformAccount, Rejection};
+use crate::{loose, problem, strict, ExpiryStyle, VendorStyle};
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "digitalAudience";
@@ -32,7 +32,7 @@ const HTML_LOGIN_PAGE: &str =
 
 /// A routed vendor request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Call {
+pub(crate) enum Call {
     Login,
     CreateAudience,
     UpdateAudience,
@@ -58,6 +58,20 @@ impl Call {
     }
 }
 
+/// What a vendor call succeeded with, before it is put into the vendor style's shape.
+pub(crate) enum Reply {
+    /// A login, with the new session's cookie value.
+    LoggedIn(String),
+    /// A created or loaded audience.
+    Audience(Audience),
+    /// The audience after an update.
+    Updated(Audience),
+    Activated(Activation),
+    Deleted,
+    Campaign(Campaign),
+    Accounts(Vec<PlatformAccount>),
+}
+
 /// Where a request lands.
 enum Route {
     Vendor(Call),
@@ -72,6 +86,8 @@ enum Admin {
     Stats,
     Faults,
     SetFaults,
+    Style,
+    SetStyle,
     ExpireSessions,
 }
 
@@ -98,6 +114,8 @@ fn route(method: &Method, path: &str) -> Route {
         "/__sim/stats" => only(Method::GET, Route::Admin(Admin::Stats)),
         "/__sim/faults" if *method == Method::GET => Route::Admin(Admin::Faults),
         "/__sim/faults" => only(Method::POST, Route::Admin(Admin::SetFaults)),
+        "/__sim/style" if *method == Method::GET => Route::Admin(Admin::Style),
+        "/__sim/style" => only(Method::POST, Route::Admin(Admin::SetStyle)),
         "/__sim/sessions/expire" => only(Method::POST, Route::Admin(Admin::ExpireSessions)),
         _ => match path
             .strip_prefix("/audience/loadaudiencebyid/")
@@ -146,15 +164,52 @@ pub(crate) async fn dispatch(
     }
     if call != Call::Login && !session_cookie(&req).is_some_and(|token| sim.session_is_live(token))
     {
-        return session_rejected(sim.expiry_style, &req);
+        return session_rejected(sim.expiry_style(), &req);
+    }
+    let style = sim.vendor_style();
+    // Model binding runs before the vendor's code, as in ASP.NET; the contract style has
+    // none of its own (serde's parse below refuses what does not fit).
+    if style.strict || style.problem_details {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok());
+        if let Err(errors) = strict::bind(call, content_type, &body, style.strict) {
+            return problem::validation(&errors);
+        }
     }
     match vendor_call(call, &body, &sim) {
-        Ok(response) => response,
+        Ok(reply) => answer(reply, style),
+        Err(rejection) if style.problem_details => problem::rejection(&rejection),
+        Err(rejection) if style.loose_data => HttpResponse::Ok().json(loose::failure(&rejection)),
         Err(rejection) => failure(&rejection),
     }
 }
 
-fn vendor_call(call: Call, body: &[u8], sim: &Shared) -> Result<HttpResponse, Rejection> {
+/// Puts a successful call's result into the vendor style's shape.
+fn answer(reply: Reply, style: VendorStyle) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    if let Reply::LoggedIn(token) = &reply {
+        response.insert_header((
+            header::SET_COOKIE,
+            format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly"),
+        ));
+    }
+    if style.loose_data {
+        return response.json(loose::success(&reply));
+    }
+    match reply {
+        Reply::LoggedIn(_) | Reply::Deleted => response.json(Envelope::ok(true)),
+        Reply::Audience(audience) | Reply::Updated(audience) => {
+            response.json(Envelope::ok(audience))
+        }
+        Reply::Activated(activation) => response.json(Envelope::ok(activation)),
+        Reply::Campaign(campaign) => response.json(Envelope::ok(campaign)),
+        Reply::Accounts(accounts) => response.json(Envelope::ok(accounts)),
+    }
+}
+
+fn vendor_call(call: Call, body: &[u8], sim: &Shared) -> Result<Reply, Rejection> {
     let now = Utc::now();
     match call {
         Call::Login => login(body, sim),
@@ -166,7 +221,7 @@ fn vendor_call(call: Call, body: &[u8], sim: &Shared) -> Result<HttpResponse, Re
                 request.campaign_id,
                 now,
             )?;
-            Ok(success(audience))
+            Ok(Reply::Audience(audience))
         }
         Call::UpdateAudience => {
             let request: UpdateAudienceRequest = parse(body)?;
@@ -176,7 +231,7 @@ fn vendor_call(call: Call, body: &[u8], sim: &Shared) -> Result<HttpResponse, Re
                 request.description,
                 now,
             )?;
-            Ok(success(audience))
+            Ok(Reply::Updated(audience))
         }
         Call::ActivateAudience => {
             let request: ActivateRequest = parse(body)?;
@@ -184,36 +239,37 @@ fn vendor_call(call: Call, body: &[u8], sim: &Shared) -> Result<HttpResponse, Re
                 audience_id: request.audience_id,
                 account_id: request.account_id,
                 name: &request.name,
-                start: parse_date("startDate", &request.start_date)?,
-                end: parse_date("endDate", &request.end_date)?,
+                start: parse_date("startDate", &request.start_date)
+                    .map_err(|message| Rejection::invalid("StartDate", message))?,
+                end: parse_date("endDate", &request.end_date)
+                    .map_err(|message| Rejection::invalid("EndDate", message))?,
             };
-            Ok(success(lock(&sim.store).activate(order, now)?))
+            Ok(Reply::Activated(lock(&sim.store).activate(order, now)?))
         }
-        Call::LoadAudience(id) => Ok(success(lock(&sim.store).load_audience(id)?)),
+        Call::LoadAudience(id) => Ok(Reply::Audience(lock(&sim.store).load_audience(id)?)),
         Call::DeleteAudience => {
             let request: DeleteRequest = parse(body)?;
             lock(&sim.store).delete_audience(request.id)?;
-            Ok(success(true))
+            Ok(Reply::Deleted)
         }
         Call::CreateCampaign => {
             let request: CreateCampaignRequest = parse(body)?;
-            Ok(success(
+            Ok(Reply::Campaign(
                 lock(&sim.store).create_campaign(&request.name, now)?,
             ))
         }
-        Call::LoadPlatformAccounts => Ok(success(lock(&sim.store).platform_accounts())),
+        Call::LoadPlatformAccounts => Ok(Reply::Accounts(
+            lock(&sim.store).platform_accounts().to_vec(),
+        )),
     }
 }
 
-fn login(body: &[u8], sim: &Shared) -> Result<HttpResponse, Rejection> {
+fn login(body: &[u8], sim: &Shared) -> Result<Reply, Rejection> {
     let request: LoginRequest = parse(body)?;
     if request.user_name != sim.username || request.password != sim.password {
         return Err(Rejection::BadCredentials);
     }
-    let cookie = format!("{SESSION_COOKIE}={}; Path=/; HttpOnly", sim.open_session());
-    Ok(HttpResponse::Ok()
-        .insert_header((header::SET_COOKIE, cookie))
-        .json(Envelope::ok(true)))
+    Ok(Reply::LoggedIn(sim.open_session()))
 }
 
 /// The value of the `digitalAudience` cookie, from any `Cookie` header.
@@ -227,9 +283,18 @@ fn session_cookie(req: &HttpRequest) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-/// Answers a call without a live session in the configured style, always with an empty body.
+/// Answers a call without a live session in the configured style.
 fn session_rejected(style: ExpiryStyle, req: &HttpRequest) -> HttpResponse {
     match style {
+        ExpiryStyle::LoginPage => html(StatusCode::OK, HTML_LOGIN_PAGE),
+        ExpiryStyle::Envelope => HttpResponse::Ok().json(Envelope::<()> {
+            data: None,
+            status: EnvelopeStatus {
+                status_code: 401,
+                message: Some("Session expired".to_owned()),
+            },
+            success: false,
+        }),
         ExpiryStyle::Unauthorized => HttpResponse::Unauthorized().finish(),
         ExpiryStyle::Forbidden => HttpResponse::Forbidden().finish(),
         ExpiryStyle::Redirect => {
@@ -298,10 +363,6 @@ impl<T> Envelope<T> {
     }
 }
 
-fn success<T: Serialize>(data: T) -> HttpResponse {
-    HttpResponse::Ok().json(Envelope::ok(data))
-}
-
 fn failure(rejection: &Rejection) -> HttpResponse {
     HttpResponse::Ok().json(Envelope::<()> {
         data: None,
@@ -322,21 +383,17 @@ fn html(status: StatusCode, body: &'static str) -> HttpResponse {
 /// Parses a JSON body; malformed JSON, wrong types and missing fields are validation failures.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
     serde_json::from_slice(body)
-        .map_err(|error| Rejection::Invalid(format!("Invalid request body: {error}")))
+        .map_err(|error| Rejection::invalid("$", format!("Invalid request body: {error}")))
 }
 
 /// ISO 8601 date-time: RFC 3339, or without offset (taken as UTC), as ASP.NET accepts both.
-fn parse_date(field: &str, text: &str) -> Result<DateTime<Utc>, Rejection> {
+fn parse_date(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|at| at.with_timezone(&Utc))
         .or_else(|_| {
             NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|at| at.and_utc())
         })
-        .map_err(|_| {
-            Rejection::Invalid(format!(
-                "{field} is not a valid ISO 8601 date-time: '{text}'"
-            ))
-        })
+        .map_err(|_| format!("{field} is not a valid ISO 8601 date-time: '{text}'"))
 }
 
 /// An integer, also accepted as a numeric string (the reference's own example quotes ids,
@@ -413,6 +470,14 @@ struct FaultsRequest {
     down: Option<bool>,
 }
 
+/// `POST /__sim/style` body: absent styles keep their value; names as their `FromStr` takes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StyleRequest {
+    expiry_style: Option<String>,
+    vendor_style: Option<String>,
+}
+
 fn handle_admin(admin: Admin, body: &[u8], sim: &Shared) -> HttpResponse {
     match admin {
         Admin::Stats => {
@@ -446,11 +511,48 @@ fn handle_admin(admin: Admin, body: &[u8], sim: &Shared) -> HttpResponse {
             }
             faults(sim)
         }
+        Admin::Style => styles(sim),
+        Admin::SetStyle => {
+            let parsed = serde_json::from_slice::<StyleRequest>(body)
+                .map_err(|error| error.to_string())
+                .and_then(|request| {
+                    let expiry = request
+                        .expiry_style
+                        .as_deref()
+                        .map(str::parse)
+                        .transpose()?;
+                    let vendor = request
+                        .vendor_style
+                        .as_deref()
+                        .map(str::parse)
+                        .transpose()?;
+                    Ok((expiry, vendor))
+                });
+            match parsed {
+                Ok((expiry, vendor)) => {
+                    if let Some(style) = expiry {
+                        sim.set_expiry_style(style);
+                    }
+                    if let Some(style) = vendor {
+                        sim.set_vendor_style(style);
+                    }
+                    styles(sim)
+                }
+                Err(error) => HttpResponse::BadRequest().json(json!({"error": error})),
+            }
+        }
         Admin::ExpireSessions => {
             sim.expire_sessions();
             HttpResponse::NoContent().finish()
         }
     }
+}
+
+fn styles(sim: &Shared) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "expiryStyle": sim.expiry_style().name(),
+        "vendorStyle": sim.vendor_style().to_string(),
+    }))
 }
 
 fn faults(sim: &Shared) -> HttpResponse {

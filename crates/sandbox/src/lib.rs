@@ -1,6 +1,10 @@
 //! The simulated Digital Audience API: an in-process HTTP server that behaves like the
-//! vendor as described in `CONTRACT.md`, for `audience-gateway sandbox`, the integration
-//! tests and the load benchmarks.
+//! vendor as the gateway reads the vendor's reference page (the repository's account of it
+//! is `docs/UPSTREAM.md`), for `audience-gateway sandbox`, the integration tests and the
+//! load benchmarks. Where the page is silent, the default ("contract") style answers as
+//! the gateway assumes; the [`VendorStyle`] flags and the [`ExpiryStyle`]s make it answer
+//! the other ways a real ASP.NET service plausibly could, so the gateway is also tested
+//! against a vendor it did not write.
 //!
 //! It deliberately shares no types with the gateway's upstream client (it has its own
 //! request and response types), so a client bug cannot be masked by a shared DTO.
@@ -13,7 +17,7 @@
 //! Desk) without one. New audiences, campaigns and segments get increasing ids (segments
 //! from 7001).
 //!
-//! # Assumptions (the vendor does not document these)
+//! # Assumptions of the contract style (the vendor does not document these)
 //! - Every vendor answer is the envelope `{"data", "status": {"statusCode", "message"},
 //!   "success"}`. A refused call is HTTP 200 with `success: false`, `data: null`, a
 //!   non-zero `statusCode` and a `message`:
@@ -32,11 +36,14 @@
 //!   creates another segment.
 //! - A successful login answers `Set-Cookie: digitalAudience=<64 hex>; Path=/; HttpOnly`.
 //!   A session lasts `session_ttl` from login (no sliding renewal).
-//! - A call without a live session (missing, unknown or expired cookie) is answered, with
-//!   an empty body, per [`ExpiryStyle`]: 401, 403, or 302 with
-//!   `Location: /account/login?ReturnUrl=<percent-encoded original path and query>`.
-//!   `GET /account/login` answers 200 with an HTML login page, as an ASP.NET backend would:
-//!   a client that follows the redirect gets HTML, not an envelope.
+//! - A call without a live session (missing, unknown or expired cookie) is answered per
+//!   [`ExpiryStyle`]: 401, 403, or 302 with
+//!   `Location: /account/login?ReturnUrl=<percent-encoded original path and query>`, all
+//!   with an empty body; or HTTP 200 with the HTML login page (`login-page`); or HTTP 200
+//!   with the envelope `{"data": null, "status": {"statusCode": 401, "message": "Session
+//!   expired"}, "success": false}` (`envelope`). `GET /account/login` answers 200 with the
+//!   same HTML login page, as an ASP.NET backend would: a client that follows the redirect
+//!   gets HTML, not an envelope.
 //! - Routing ignores case and a trailing slash. An unknown path, or a non-integer id in
 //!   `loadAudienceById/{id}`, is HTTP 404 with an HTML body; a wrong method is HTTP 405.
 //!   Neither is counted as a call.
@@ -45,22 +52,67 @@
 //!   `insightsState` PENDING (1) / READY (2), are invented: they exercise the gateway's
 //!   pass-through of values the vendor does not list.
 //!
+//! # Vendor styles ([`VendorStyle`], combinable)
+//! - `strict`: model binding as strict as the page allows, before the vendor's rules run.
+//!   Refused with HTTP 400, `Content-Type: application/problem+json; charset=utf-8` and
+//!   `{"type": "https://tools.ietf.org/html/rfc9110#section-15.5.1", "title": "One or more
+//!   validation errors occurred.", "status": 400, "errors": {"<Field>": ["<message>"]},
+//!   "traceId": "00-<32 hex>-<16 hex>-00"}`, fields in PascalCase (`$` for the whole
+//!   body): a missing or `null` required field (login `userName`, `password`; create
+//!   `name`, `campaignId`; update `id`, `name`; all six activation fields, `description`
+//!   included; delete `id`; campaign `name`); an unknown field; a body without a JSON
+//!   `Content-Type` (`application/json`, `text/json`, `application/*+json`); an id outside
+//!   32 bits, in the body or the `loadAudienceById` path; malformed JSON or a wrong type.
+//!   Quoted numbers still bind. The vendor's own refusals stay envelopes unless
+//!   `problem-details` is on too.
+//! - `problem-details`: refusals are ProblemDetails instead of HTTP 200 envelopes:
+//!   validation is HTTP 400 as above, naming the field (`Name` for a blank name,
+//!   `CampaignId` for an unknown campaign, `StartDate`/`EndDate` for a bad date or an end
+//!   not after the start, `AccountId` for an unknown account, the field for a missing one or
+//!   a wrong type); an unknown audience is HTTP 404 `{"type": "...#section-15.5.5", "title":
+//!   "Not Found", "status": 404, "detail": "Audience 123 not found", "traceId"}`; a wrong
+//!   login is HTTP 401 `{"type": "...#section-15.5.2", "title": "Unauthorized", "status":
+//!   401, "detail": "Invalid user name or password", "traceId"}`. Without `strict`, what the
+//!   contract style accepts is still accepted.
+//! - `nulls` (`loose_data`): the same data in every other shape the page allows; nothing
+//!   that is not `null` differs from the contract style but ids quoted and history keys
+//!   shortened. Quoted ids (`id`, `userId`, `campaignId`, an upload's `audienceId`, an
+//!   account's `id`, a campaign's `id`, `segmentId`); unknown fields in the envelope
+//!   (`errors: null`), its `status` (`details: []`) and every object (maps keyed by date
+//!   or identifier type excepted); `null` for an audience's `false` booleans,
+//!   `crmData.size` and `crmData.insightsStateId`; upload history keys that are date-only
+//!   or without offset beside RFC 3339 ones, with `null` counts, rates and whole `dataSet`
+//!   / `matchRates` maps (which event gets which is fixed, see `loose.rs`: among the seeded
+//!   audiences 1001 has an RFC 3339 and a date-only key, 1003 one without offset); login
+//!   and delete answer `data: null`, update `data: true`, activation `data: null` with
+//!   `flowId` and `segmentId` at the envelope's top level. `tagCollection` is `null`, as in
+//!   the contract style.
+//! - `aspnet`: all three. [`VendorStyle::ALL_NAMED`] lists the presets tests iterate over.
+//!
 //! # Fault injection and observation (not part of the vendor API)
 //! Order for a routed vendor call: it is counted (and, unless it is the login, its headers
 //! recorded); then "down" answers 503; then the latency is awaited; then `error_rate`
-//! answers a share of calls 500; then the session is checked. Both fault answers have HTML
-//! bodies, not envelopes. The knobs are on [`SimulatorHandle`] and over HTTP, unaffected by
-//! the faults themselves:
+//! answers a share of calls 500; then the session is checked; then, in the `strict` or
+//! `problem-details` style, the request is bound. Both fault answers have HTML bodies, not
+//! envelopes. The knobs are on [`SimulatorHandle`] and over HTTP, unaffected by the faults
+//! themselves:
 //! - `GET /__sim/faults`, `POST /__sim/faults` `{"latencyMs"?, "errorRate"?, "down"?}`
 //!   (absent knobs keep their value; answers the current knobs; HTTP 400 on a bad body or
 //!   an `errorRate` outside 0.0-1.0);
 //! - `GET /__sim/stats` → `{"logins": n, "calls": {"login": n, "createAudience": n, ...}}`
 //!   (every request routed to the operation, whatever its outcome);
+//! - `GET /__sim/style`, `POST /__sim/style` `{"expiryStyle"?, "vendorStyle"?}` (names as
+//!   their `FromStr` takes them; absent ones keep their value; answers the current styles
+//!   by canonical name, e.g. `{"expiryStyle": "login-page", "vendorStyle":
+//!   "problem-details,nulls"}`; HTTP 400 on a bad body or name);
 //! - `POST /__sim/sessions/expire` → 204, invalidates every session.
 
 mod control;
 mod handlers;
+mod loose;
+mod problem;
 mod state;
+mod strict;
 #[cfg(test)]
 mod tests;
 
@@ -78,7 +130,7 @@ use control::{Operation, Shared};
 
 /// How the simulator answers a call whose session is missing or expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ExpiryStyle {
     /// HTTP 401 with an empty body.
     #[default]
@@ -87,21 +139,163 @@ pub enum ExpiryStyle {
     Forbidden,
     /// HTTP 302 to `/account/login?ReturnUrl=...`, as an ASP.NET cookie-auth backend does.
     Redirect,
+    /// HTTP 200, `Content-Type: text/html`, the login page's HTML: what a client sees when
+    /// the backend serves its login form in place of the answer.
+    LoginPage,
+    /// HTTP 200 with the envelope `{"data": null, "status": {"statusCode": 401, "message":
+    /// "Session expired"}, "success": false}`.
+    Envelope,
+}
+
+impl ExpiryStyle {
+    /// Every style, for tests that must hold whichever way the vendor reports expiry.
+    pub const ALL: [ExpiryStyle; 5] = [
+        ExpiryStyle::Unauthorized,
+        ExpiryStyle::Forbidden,
+        ExpiryStyle::Redirect,
+        ExpiryStyle::LoginPage,
+        ExpiryStyle::Envelope,
+    ];
+
+    /// The style's canonical name, as `FromStr` and `/__sim/style` accept it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpiryStyle::Unauthorized => "unauthorized",
+            ExpiryStyle::Forbidden => "forbidden",
+            ExpiryStyle::Redirect => "redirect",
+            ExpiryStyle::LoginPage => "login-page",
+            ExpiryStyle::Envelope => "envelope",
+        }
+    }
+}
+
+impl fmt::Display for ExpiryStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl FromStr for ExpiryStyle {
     type Err = String;
 
-    /// Parses `unauthorized`/`401`, `forbidden`/`403` or `redirect`/`302`.
+    /// Parses `unauthorized`/`401`, `forbidden`/`403`, `redirect`/`302`,
+    /// `login-page`/`html` or `envelope`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.trim().to_ascii_lowercase().as_str() {
             "unauthorized" | "401" => Ok(ExpiryStyle::Unauthorized),
             "forbidden" | "403" => Ok(ExpiryStyle::Forbidden),
             "redirect" | "302" => Ok(ExpiryStyle::Redirect),
+            "login-page" | "html" => Ok(ExpiryStyle::LoginPage),
+            "envelope" => Ok(ExpiryStyle::Envelope),
             other => Err(format!(
-                "unknown expiry style '{other}' (expected unauthorized, forbidden or redirect)"
+                "unknown expiry style '{other}' (expected unauthorized, forbidden, redirect, \
+                 login-page or envelope)"
             )),
         }
+    }
+}
+
+/// Where the simulator departs from the gateway's reading of the vendor's page, in ways a
+/// real ASP.NET service plausibly could. The default (all `false`, named `contract`) is the
+/// vendor exactly as the gateway assumes it; see the crate docs for what each flag does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VendorStyle {
+    /// Model binding as strict as the page allows: required fields, no unknown fields,
+    /// `Content-Type: application/json`, 32-bit ids; refusals are HTTP 400 ProblemDetails.
+    pub strict: bool,
+    /// The simulator's own refusals are HTTP 400/401/404 with ProblemDetails bodies instead of
+    /// HTTP 200 envelopes with `success: false`.
+    pub problem_details: bool,
+    /// Data in every shape the page allows: nulls, quoted ids, date-only history keys,
+    /// unknown fields, other `data` for update/delete/login, a top-level `flowId`.
+    pub loose_data: bool,
+}
+
+impl VendorStyle {
+    /// The named presets, for tests that run the same flow against each.
+    pub const ALL_NAMED: [(&'static str, VendorStyle); 5] = [
+        ("contract", VendorStyle::CONTRACT),
+        (
+            "strict",
+            VendorStyle {
+                strict: true,
+                ..VendorStyle::CONTRACT
+            },
+        ),
+        (
+            "problem-details",
+            VendorStyle {
+                problem_details: true,
+                ..VendorStyle::CONTRACT
+            },
+        ),
+        (
+            "nulls",
+            VendorStyle {
+                loose_data: true,
+                ..VendorStyle::CONTRACT
+            },
+        ),
+        ("aspnet", VendorStyle::ASPNET),
+    ];
+
+    /// The vendor as the gateway assumes it (the default).
+    pub const CONTRACT: VendorStyle = VendorStyle {
+        strict: false,
+        problem_details: false,
+        loose_data: false,
+    };
+
+    /// Every departure at once.
+    pub const ASPNET: VendorStyle = VendorStyle {
+        strict: true,
+        problem_details: true,
+        loose_data: true,
+    };
+}
+
+impl fmt::Display for VendorStyle {
+    /// The comma-separated flag names (`strict,problem-details,nulls`), `contract` for none.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [
+            (self.strict, "strict"),
+            (self.problem_details, "problem-details"),
+            (self.loose_data, "nulls"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if names.is_empty() {
+            f.write_str("contract")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+impl FromStr for VendorStyle {
+    type Err = String;
+
+    /// Parses a comma-separated list of `contract` (adds nothing), `strict`,
+    /// `problem-details`, `nulls` and `aspnet` (all three); the flags named are combined.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut style = VendorStyle::CONTRACT;
+        for name in text.split(',').map(str::trim) {
+            match name.to_ascii_lowercase().as_str() {
+                "contract" => {}
+                "strict" => style.strict = true,
+                "problem-details" => style.problem_details = true,
+                "nulls" => style.loose_data = true,
+                "aspnet" => style = VendorStyle::ASPNET,
+                other => {
+                    return Err(format!(
+                        "unknown vendor style '{other}' (expected a comma-separated list of \
+                         contract, strict, problem-details, nulls, aspnet)"
+                    ))
+                }
+            }
+        }
+        Ok(style)
     }
 }
 
@@ -114,8 +308,10 @@ pub struct SimulatorConfig {
     pub password: String,
     /// How long a session lives after its login.
     pub session_ttl: Duration,
-    /// How a call without a live session is answered.
+    /// How a call without a live session is answered (changeable at run time).
     pub expiry_style: ExpiryStyle,
+    /// Where the simulator departs from the contract (changeable at run time).
+    pub style: VendorStyle,
     /// How many audiences to seed, from id 1001.
     pub seed_audiences: usize,
     /// Delay added to every vendor call (changeable at run time).
@@ -133,6 +329,7 @@ impl Default for SimulatorConfig {
             password: "sandbox-password".to_owned(),
             session_ttl: Duration::from_secs(30 * 60),
             expiry_style: ExpiryStyle::Unauthorized,
+            style: VendorStyle::CONTRACT,
             seed_audiences: 5,
             latency: Duration::ZERO,
             error_rate: 0.0,
@@ -148,6 +345,7 @@ impl fmt::Debug for SimulatorConfig {
             .field("password", &"[redacted]")
             .field("session_ttl", &self.session_ttl)
             .field("expiry_style", &self.expiry_style)
+            .field("style", &self.style)
             .field("seed_audiences", &self.seed_audiences)
             .field("latency", &self.latency)
             .field("error_rate", &self.error_rate)
@@ -228,6 +426,16 @@ impl SimulatorHandle {
     /// Makes every vendor call answer HTTP 503 (or stops doing so).
     pub fn set_down(&self, down: bool) {
         self.shared.set_down(down);
+    }
+
+    /// Changes how a call without a live session is answered.
+    pub fn set_expiry_style(&self, style: ExpiryStyle) {
+        self.shared.set_expiry_style(style);
+    }
+
+    /// Changes where the simulator departs from the contract.
+    pub fn set_vendor_style(&self, style: VendorStyle) {
+        self.shared.set_vendor_style(style);
     }
 
     /// Invalidates every live session now.

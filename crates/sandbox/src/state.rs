@@ -27,23 +27,34 @@ const SEED_AUDIENCE_NAMES: [&str; 6] = [
     "Event attendees",
 ];
 
-/// A call the vendor refused: answered as an envelope with `success: false`.
+/// A call the vendor refused: answered as an envelope with `success: false`, or as a
+/// ProblemDetails body in the `problem-details` style.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rejection {
     /// The referenced audience does not exist (`statusCode` 404).
     NotFound(String),
-    /// The request failed validation (`statusCode` 400).
-    Invalid(String),
+    /// The request failed validation (`statusCode` 400). `field` is the request field at
+    /// fault in ASP.NET's PascalCase (the key of a ProblemDetails `errors` map), `$` for the
+    /// body as a whole.
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// The login's user name or password is wrong (`statusCode` 401).
     BadCredentials,
 }
 
 impl Rejection {
+    /// A validation failure of `field` (PascalCase, `$` for the whole body).
+    pub(crate) fn invalid(field: &'static str, message: String) -> Self {
+        Rejection::Invalid { field, message }
+    }
+
     /// The envelope's `status.statusCode` for this rejection.
     pub(crate) fn status_code(&self) -> i32 {
         match self {
             Rejection::NotFound(_) => 404,
-            Rejection::Invalid(_) => 400,
+            Rejection::Invalid { .. } => 400,
             Rejection::BadCredentials => 401,
         }
     }
@@ -51,7 +62,7 @@ impl Rejection {
     /// The envelope's `status.message` for this rejection.
     pub(crate) fn message(&self) -> &str {
         match self {
-            Rejection::NotFound(message) | Rejection::Invalid(message) => message,
+            Rejection::NotFound(message) | Rejection::Invalid { message, .. } => message,
             Rejection::BadCredentials => "Invalid user name or password",
         }
     }
@@ -283,9 +294,10 @@ impl Store {
     ) -> Result<Audience, Rejection> {
         let name = valid_name(name)?;
         if !self.campaigns.contains_key(&campaign_id) {
-            return Err(Rejection::Invalid(format!(
-                "Campaign {campaign_id} not found"
-            )));
+            return Err(Rejection::invalid(
+                "CampaignId",
+                format!("Campaign {campaign_id} not found"),
+            ));
         }
         let id = self.next_audience_id;
         let audience = self.new_audience(id, name, description, campaign_id, now);
@@ -321,7 +333,8 @@ impl Store {
     ) -> Result<Activation, Rejection> {
         valid_name(order.name)?;
         if order.end <= order.start {
-            return Err(Rejection::Invalid(
+            return Err(Rejection::invalid(
+                "EndDate",
                 "endDate must be after startDate".to_owned(),
             ));
         }
@@ -333,10 +346,10 @@ impl Store {
             .iter()
             .any(|account| account.id == order.account_id)
         {
-            return Err(Rejection::Invalid(format!(
-                "Platform account {} not found",
-                order.account_id
-            )));
+            return Err(Rejection::invalid(
+                "AccountId",
+                format!("Platform account {} not found", order.account_id),
+            ));
         }
         let audience = self
             .audiences
@@ -395,12 +408,16 @@ fn audience_not_found(id: i64) -> Rejection {
 fn valid_name(name: &str) -> Result<String, Rejection> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(Rejection::Invalid("The Name field is required.".to_owned()));
+        return Err(Rejection::invalid(
+            "Name",
+            "The Name field is required.".to_owned(),
+        ));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Rejection::Invalid(format!(
-            "The field Name must be a string with a maximum length of {MAX_NAME_CHARS}."
-        )));
+        return Err(Rejection::invalid(
+            "Name",
+            format!("The field Name must be a string with a maximum length of {MAX_NAME_CHARS}."),
+        ));
     }
     Ok(name.to_owned())
 }

@@ -1,5 +1,7 @@
 //! The simulator over HTTP, as the gateway and its tests see it.
 
+mod styles;
+
 use std::time::{Duration, Instant};
 
 use reqwest::{header, Client, Method, StatusCode};
