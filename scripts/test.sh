@@ -25,6 +25,15 @@ apt_install() {
 apt_install redis-server
 command -v redis-server >/dev/null || { echo "redis-server is required" >&2; exit 1; }
 
+# The /metrics test parses the scrape with the Prometheus Python client's OpenMetrics parser.
+test_venv=.tools/test-venv
+if ! "$test_venv/bin/python3" -c 'import prometheus_client' >/dev/null 2>&1; then
+  log "installing prometheus-client into $test_venv (pip)"
+  python3 -m venv "$test_venv" || { apt_install python3-venv && python3 -m venv "$test_venv"; }
+  "$test_venv/bin/pip" install --quiet --disable-pip-version-check "prometheus-client==0.26.0"
+fi
+export PATH="$PWD/$test_venv/bin:$PATH"
+
 log "cargo test (unit and black-box tests)"
 cargo test --workspace --locked --all-targets
 

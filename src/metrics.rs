@@ -13,6 +13,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// The media type of [`Metrics::render`]'s body. prometheus-client writes OpenMetrics 1.0
+/// (counter families named without `_total` in `# TYPE`, samples with it, `# EOF` at the
+/// end); under the Prometheus 0.0.4 text type a scraper would read those counters as
+/// untyped.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 // All `&'static str`: recording a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -241,7 +247,7 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition, served as [`CONTENT_TYPE`].
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -95,15 +95,15 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 /// Prometheus metrics
 ///
-/// Metrics in the Prometheus text exposition format.
+/// Metrics in the OpenMetrics 1.0 text format.
 #[utoipa::path(operation_id = "getMetrics", tag = "operations", security(()),
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain",
-        example = json!("# TYPE audience_gateway_cache_lookups_total counter\naudience_gateway_cache_lookups_total{result=\"hit\"} 42\n"))))]
+    responses((status = 200, description = "OpenMetrics text format", body = String, content_type = crate::metrics::CONTENT_TYPE,
+        example = json!("# HELP audience_gateway_cache_lookups Audience cache lookups by result (hit, miss, stale).\n# TYPE audience_gateway_cache_lookups counter\naudience_gateway_cache_lookups_total{result=\"hit\"} 42\n# EOF\n"))))]
 #[get("/metrics")]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (entries, bytes) = state.cache.usage().await;
     state.metrics.cache_usage(entries, bytes);
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(crate::metrics::CONTENT_TYPE)
         .body(state.metrics.render())
 }

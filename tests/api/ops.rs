@@ -1,6 +1,6 @@
 //! Operability: metrics, readiness, JSON access logs, trace context, the healthcheck command.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,10 @@ async fn metrics_use_route_templates_and_count_what_happens() {
     assert_eq!(app.get("/v1/audiences/424242").await.status(), 404);
     let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     let text = resp.text().await.unwrap();
     for needle in [
         r#"audience_gateway_http_request_duration_seconds_count{route="/v1/audiences/{id}",method="GET",status="200"} 2"#,
@@ -35,6 +35,89 @@ async fn metrics_use_route_templates_and_count_what_happens() {
         "ids must not be labels"
     );
     assert!(!text.contains("tester"), "subjects must not be labels");
+}
+
+/// Reads an OpenMetrics exposition from stdin with the Prometheus Python client's parser
+/// (strict: `# EOF`, counter samples named `<family>_total`, no sample outside its family)
+/// and prints each family's type.
+const OPENMETRICS_TYPES: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+print(json.dumps({f.name: f.type for f in text_string_to_metric_families(sys.stdin.read())}))
+"#;
+
+#[actix_web::test]
+async fn metrics_parse_as_openmetrics_with_every_counter_typed_counter() {
+    let app = spawn_with_sandbox(&[]).await;
+    // A login, a miss, a hit and an activation: every family but the JWKS one has samples.
+    assert_eq!(app.get("/v1/audiences/1001").await.status(), 200);
+    assert_eq!(app.get("/v1/audiences/1001").await.status(), 200);
+    let activation = app
+        .post("/v1/audiences/1001/activations", &activation_body())
+        .await;
+    assert_eq!(activation.status(), 201);
+    let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let body = resp.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0")
+            && body.ends_with("# EOF\n"),
+        "{content_type}: the body must be what the type says\n{body}"
+    );
+    let mut python = Command::new("python3")
+        .args(["-c", OPENMETRICS_TYPES])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus-client (scripts/test.sh installs it)");
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = python.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the scrape (prometheus-client installed? scripts/test.sh \
+         does it): {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let types: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("http_request_duration_seconds", "histogram"),
+        ("upstream_request_duration_seconds", "histogram"),
+        ("cache_lookups", "counter"),
+        ("rate_limit_decisions", "counter"),
+        ("upstream_logins", "counter"),
+        ("jwks_refreshes", "counter"),
+        ("redis_up", "gauge"),
+        ("cache_entries", "gauge"),
+        ("cache_bytes", "gauge"),
+    ]
+    .into_iter()
+    .map(|(name, kind)| (format!("audience_gateway_{name}"), kind.to_string()))
+    .collect();
+    // Families without samples are not written (here: no JWKS configured).
+    let mut without_samples = expected.clone();
+    without_samples.retain(|name, _| !types.contains_key(name));
+    assert_eq!(
+        without_samples.keys().collect::<Vec<_>>(),
+        ["audience_gateway_jwks_refreshes"],
+        "{body}"
+    );
+    for (name, kind) in &types {
+        assert_eq!(expected.get(name), Some(kind), "{name} in\n{body}");
+    }
+    // Every sample named like a counter belongs to a family typed counter.
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        if let Some(family) = name.strip_suffix("_total") {
+            assert_eq!(types[family], "counter", "{line}");
+        }
+    }
 }
 
 #[actix_web::test]
