@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::redis::Redis;
 use crate::settings::{ms, Settings};
 use crate::upstream::UpstreamClient;
-use crate::{routes, telemetry};
+use crate::{cache, routes, telemetry};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -312,12 +312,8 @@ impl Application {
                 .route("/docs", web::get().to(docs_redirect))
                 .app_data(known.clone())
                 .default_service(web::to(unmatched))
-                // Reads before routing: here inside CORS when CORS is configured, else
-                // in `request_context`, before any other layer.
-                .wrap(Condition::new(
-                    with_cors,
-                    from_fn(routes::audiences::early_reads),
-                ))
+                // Inside CORS, so cache hits carry its headers; outside routing.
+                .wrap(from_fn(cache::layer::serve_fresh))
                 .wrap(Condition::new(with_cors, cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))
         })

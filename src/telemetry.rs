@@ -1,18 +1,16 @@
 //! Logging, request ids and the access log.
 //!
-//! [`request_context`] runs around every request: it takes the caller's `X-Request-Id` (or
-//! makes one), makes it the [`REQUEST_ID`] of every log line the request writes, answers
-//! audience reads before routing (`routes::audiences::serve_read`; with CORS
-//! configured, `routes::audiences::early_reads` does it inside CORS), returns the id in
-//! the response, fills it into problem+json bodies, records metrics and writes one access
-//! line.
+//! [`request_context`] runs around every request, outside every other layer: it takes the
+//! caller's `X-Request-Id` (or makes one), makes it the [`REQUEST_ID`] of every log line
+//! the request writes, returns the id in the response, fills it into problem+json bodies,
+//! records metrics under the matched route template and writes one access line. It knows
+//! nothing of the routes themselves.
 //!
 //! Log lines go to stderr through a buffer flushed every 50 ms (and at exit), so logging
 //! costs a request no system call; a process killed with SIGKILL may lose the last 50 ms.
 
 mod json;
 
-use std::borrow::Cow;
 use std::io::{BufWriter, Stderr, Write};
 use std::rc::Rc;
 use std::sync::{LazyLock, Mutex, Once, PoisonError};
@@ -31,7 +29,6 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::auth::CallerSubject;
 use crate::error::{ApiError, Problem};
-use crate::routes::audiences::AnsweredBeforeRouting;
 use crate::settings::{LogFormat, LogSettings};
 use crate::upstream::CallContext;
 use crate::AppState;
@@ -222,49 +219,28 @@ pub async fn request_context(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    // With CORS configured, reads are answered inside the CORS middleware instead
-    // (`routes::audiences::early_reads`), which adds its headers to every answer.
-    let early = match &state {
-        Some(state) if head_bytes <= limit && !state.settings.server.cors_configured() => {
-            crate::routes::audiences::serve_read(state, req.request(), Some(request_id.clone()))
-                .await
-        }
-        _ => None,
-    };
-    let (mut res, route, caller) = if let Some(early) = early {
-        (
-            fill_problem(req.into_response(early.response), &request_id),
-            Cow::Borrowed(early.route),
-            Some(early.caller),
-        )
+    let res = if head_bytes > limit {
+        let resp = actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge { limit });
+        req.into_response(resp)
     } else {
-        let res = if head_bytes > limit {
-            let resp =
-                actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge { limit });
-            req.into_response(resp)
-        } else {
-            // Handlers' errors arrive here as responses; only inner middleware can fail
-            // outright (e.g. CORS refusing an origin), and actix renders those itself.
-            // `call` runs inside the scope too: routing and extractors start there.
-            REQUEST_ID
-                .scope(request_id.clone(), async move { next.call(req).await })
-                .await?
-                .map_into_boxed_body()
-        };
-        let route = match res.response().extensions().get::<AnsweredBeforeRouting>() {
-            Some(early) => Cow::Borrowed(early.0),
-            None => res
-                .request()
-                .match_pattern()
-                .map_or(Cow::Borrowed("unmatched"), Cow::Owned),
-        };
-        let caller = res
-            .request()
-            .extensions()
-            .get::<CallerSubject>()
-            .map(|s| s.0.clone());
-        (fill_problem(res, &request_id), route, caller)
+        // Handlers' errors arrive here as responses; only inner middleware can fail
+        // outright (e.g. CORS refusing an origin), and actix renders those itself.
+        // `call` runs inside the scope too: the cache layer, routing and extractors
+        // start there.
+        REQUEST_ID
+            .scope(request_id.clone(), async move { next.call(req).await })
+            .await?
+            .map_into_boxed_body()
     };
+    // Resolved from the path when no route ran (a cache hit, a refused preflight).
+    let route = res.request().match_pattern();
+    let route = route.as_deref().unwrap_or("unmatched");
+    let caller = res
+        .request()
+        .extensions()
+        .get::<CallerSubject>()
+        .map(|s| s.0.clone());
+    let mut res = fill_problem(res, &request_id);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -273,13 +249,13 @@ pub async fn request_context(
     if let Some(state) = &state {
         state
             .metrics
-            .http_request(&route, method.as_str(), status, elapsed);
+            .http_request(route, method.as_str(), status, elapsed);
     }
     REQUEST_ID.sync_scope(request_id, || {
         tracing::info!(
             target: "access",
             method = method.as_str(),
-            route = &*route,
+            route,
             status,
             // Whole microseconds: a short number to write.
             latency_ms = elapsed.as_micros() as f64 / 1000.0,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use actix_web::http::header::{HeaderValue, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use base64::Engine;
 use futures_util::future::LocalBoxFuture;
@@ -205,14 +205,22 @@ impl Authenticator {
         Ok(caller)
     }
 
-    /// The caller of the request's `Authorization` header if its token was verified before,
-    /// has not expired since and grants scope `S`; `None` for anything else (no header, an
-    /// unknown or expired token, a missing scope), which only the [`Authorized`] extractor
-    /// decides and answers. Never checks a signature, never waits.
-    pub fn authorized_known<S: Scope>(&self, headers: &HeaderMap) -> Option<Arc<Caller>> {
-        let token = bearer_token(header_text(headers.get(AUTHORIZATION)?)?).ok()?;
-        self.known(token, self.revocations())
-            .filter(|caller| caller.scopes.contains(S::NAME))
+    /// The caller of `req` if its bearer token is valid and grants scope `S`: what the
+    /// [`Authorized`] extractor and the cache layer both decide with. The caller is kept in
+    /// the request's extensions for the access log, even when the scope is missing.
+    pub async fn authorize<S: Scope>(&self, req: &HttpRequest) -> Result<Arc<Caller>, ApiError> {
+        let header = match req.headers().get(AUTHORIZATION) {
+            Some(v) => Some(header_text(v).ok_or_else(|| ApiError::Unauthorized {
+                detail: "the Authorization header is not valid text".into(),
+            })?),
+            None => None,
+        };
+        let caller = self.authenticate(header).await?;
+        req.extensions_mut().insert(CallerSubject(caller.clone()));
+        if !caller.scopes.contains(S::NAME) {
+            return Err(ApiError::Forbidden { scope: S::NAME });
+        }
+        Ok(caller)
     }
 
     /// The JWKS revocation count; a change empties the verified-token cache first.
@@ -446,17 +454,7 @@ impl<S: Scope + 'static> FromRequest for Authorized<S> {
                 .app_data::<web::Data<AppState>>()
                 .ok_or(ApiError::Internal)?
                 .clone();
-            let header = match req.headers().get(AUTHORIZATION) {
-                Some(v) => Some(header_text(v).ok_or_else(|| ApiError::Unauthorized {
-                    detail: "the Authorization header is not valid text".into(),
-                })?),
-                None => None,
-            };
-            let caller = state.auth.authenticate(header).await?;
-            req.extensions_mut().insert(CallerSubject(caller.clone()));
-            if !caller.scopes.contains(S::NAME) {
-                return Err(ApiError::Forbidden { scope: S::NAME });
-            }
+            let caller = state.auth.authorize::<S>(&req).await?;
             Ok(Authorized {
                 caller,
                 _scope: PhantomData,

@@ -1,9 +1,9 @@
 //! `/v1/platform-accounts`.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
 
-use super::{json_bytes, CACHE_STATUS};
+use super::json_bytes;
 use crate::auth::{Authorized, Read};
 use crate::domain::PlatformAccountList;
 use crate::error::ApiError;
@@ -42,9 +42,6 @@ async fn list_platform_accounts(
         .platform_accounts(&state.upstream, &ctx.0)
         .await?;
     let mut resp = json_bytes(StatusCode::OK, body);
-    let (cache_control, cache_status) = state.cache.header_values(outcome);
-    let headers = resp.headers_mut();
-    headers.insert(header::CACHE_CONTROL, cache_control);
-    headers.insert(CACHE_STATUS, cache_status);
+    state.cache.set_headers(outcome, resp.headers_mut());
     Ok(resp)
 }

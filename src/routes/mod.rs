@@ -130,9 +130,6 @@ pub fn path_id(raw: &str) -> Result<i64, ApiError> {
     crate::domain::check_id("id", id)
 }
 
-/// RFC 9211 `Cache-Status`.
-pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-
 /// A JSON response from bytes that are already serialized.
 pub fn json_bytes(status: StatusCode, body: Bytes) -> HttpResponse {
     HttpResponse::build(status)

@@ -134,6 +134,20 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A GET with `token` and extra request headers.
+    pub async fn get_as(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path)).bearer_auth(token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request")
+    }
+
     pub async fn send_json(
         &self,
         method: reqwest::Method,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cache;
+mod cache_layer;
 mod faults;
 mod helpers;
 mod hostile;

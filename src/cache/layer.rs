@@ -1,0 +1,143 @@
+//! The cache layer: a middleware between CORS and routing that answers a fresh hit or a
+//! `304 Not Modified` for `GET /v1/audiences/{id}` (and its `/insights` and `/uploads`)
+//! once the caller is authorized, by the same function the `Authorized<Read>` extractor
+//! calls. Everything else (a miss, a refresh, a caller who is refused, a malformed id,
+//! every other route) goes on to routing and the handler, which reads through the cache
+//! (and so fills it) and answers with [`respond`] too.
+//!
+//! It sits at the same place in the stack whatever the settings: inside the request-id
+//! scope and the access log, so a hit is logged and counted under its route like any
+//! answer, and inside CORS, so a hit carries the CORS headers.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{
+    self, CacheControl, CacheDirective, Header, HeaderValue, IfNoneMatch,
+};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{AudienceCache, Outcome, Representation, View};
+use crate::auth::Read;
+use crate::AppState;
+
+/// The middleware described in the module docs.
+pub async fn serve_fresh<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    match fresh_answer(req.request()).await {
+        Some(response) => Ok(req.into_response(response).map_into_right_body()),
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
+}
+
+/// The answer to a fresh hit, or `None` to hand the request on.
+async fn fresh_answer(req: &HttpRequest) -> Option<HttpResponse> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    let (id, view) = cached_read(req.path())?;
+    if wants_refresh(req) {
+        return None;
+    }
+    let state = req.app_data::<web::Data<AppState>>()?;
+    state.auth.authorize::<Read>(req).await.ok()?;
+    let (entry, outcome) = state.cache.fresh(state.upstream.identity(), id).await?;
+    // A part that cannot be shown goes to the handler, which answers the problem.
+    Some(respond(&state.cache, req, entry.view(view).ok()?, outcome))
+}
+
+/// The audience reads this layer answers: `(id, view)` of `/v1/audiences/{id}`,
+/// `/v1/audiences/{id}/insights` or `/v1/audiences/{id}/uploads` with a valid id.
+fn cached_read(path: &str) -> Option<(i64, View)> {
+    let rest = path.strip_prefix("/v1/audiences/")?;
+    let (id, view) = match rest.split_once('/') {
+        None => (rest, View::Audience),
+        Some((id, "insights")) => (id, View::Insights),
+        Some((id, "uploads")) => (id, View::Uploads),
+        Some(_) => return None,
+    };
+    let id = id.parse().ok()?;
+    crate::domain::check_id("id", id).ok().map(|id| (id, view))
+}
+
+/// Whether the request asks to bypass the cache (`Cache-Control: no-cache` or `max-age=0`).
+pub fn wants_refresh(req: &HttpRequest) -> bool {
+    if !req.headers().contains_key(header::CACHE_CONTROL) {
+        return false;
+    }
+    CacheControl::parse(req).is_ok_and(|cc| {
+        cc.0.iter()
+            .any(|d| matches!(d, CacheDirective::NoCache | CacheDirective::MaxAge(0)))
+    })
+}
+
+/// Whether the request's `If-None-Match` matches `rep` (RFC 9110: weak comparison).
+fn not_modified(req: &HttpRequest, rep: &Representation) -> bool {
+    if !req.headers().contains_key(header::IF_NONE_MATCH) {
+        return false;
+    }
+    match IfNoneMatch::parse(req) {
+        Ok(IfNoneMatch::Any) => true,
+        Ok(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&rep.etag)),
+        Err(_) => false,
+    }
+}
+
+/// The answer to a read of `rep`: `304` when `If-None-Match` matches it, else the body;
+/// with `ETag`, `Cache-Control` and `Cache-Status`.
+pub fn respond(
+    cache: &AudienceCache,
+    req: &HttpRequest,
+    rep: &Representation,
+    outcome: Outcome,
+) -> HttpResponse {
+    let mut resp = if not_modified(req, rep) {
+        HttpResponse::NotModified().finish()
+    } else {
+        HttpResponse::Ok()
+            .insert_header((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ))
+            .body(rep.body.clone())
+    };
+    let headers = resp.headers_mut();
+    headers.insert(header::ETAG, rep.etag_header.clone());
+    cache.set_headers(outcome, headers);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_three_audience_reads_with_valid_ids_are_cached() {
+        assert_eq!(
+            cached_read("/v1/audiences/1001"),
+            Some((1001, View::Audience))
+        );
+        assert_eq!(
+            cached_read("/v1/audiences/7/insights"),
+            Some((7, View::Insights))
+        );
+        assert_eq!(
+            cached_read("/v1/audiences/7/uploads"),
+            Some((7, View::Uploads))
+        );
+        for path in [
+            "/v1/audiences",
+            "/v1/audiences/",
+            "/v1/audiences/abc",
+            "/v1/audiences/0",
+            "/v1/audiences/7/activations",
+            "/v1/audiences/7/insights/x",
+            "/v1/platform-accounts",
+        ] {
+            assert_eq!(cached_read(path), None, "{path}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The HTTP cache in front of the audience reads, the way a reverse-proxy cache sits in
+//! front of an application.
+//!
+//! [`layer`] is the middleware that answers fresh hits and `304 Not Modified` before
+//! routing; everything else reaches the handlers, which read through [`AudienceCache`] and
+//! so fill it. Both answer with [`layer::respond`]. One entry per (upstream identity,
+//! audience id) holds the three public representations ([`entry`]); platform accounts are
+//! cached per identity with the same rules ([`store`]: one get-or-fetch, single-flight
+//! misses, stale-if-error). Writes through this gateway drop the audience's entry, and a
+//! fetch that raced with a write never stores what it read.
+
+mod entry;
+pub mod layer;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{
+    CacheControl, CacheDirective, HeaderMap, HeaderName, HeaderValue, TryIntoHeaderValue,
+    CACHE_CONTROL,
+};
+use bytes::Bytes;
+use serde::de::IgnoredAny;
+
+use entry::part_or_problem;
+pub use entry::{strong_etag, CachedAudience, Representation};
+use store::{Stamped, Store};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::settings::CacheSettings;
+use crate::upstream::{CallContext, UpstreamClient, UpstreamError};
+
+/// RFC 9211 `Cache-Status`.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Which representation of an audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Audience,
+    Insights,
+    Uploads,
+}
+
+/// How a read was answered, for `Cache-Status` and `Cache-Control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fresh entry; seconds of freshness left.
+    Hit { ttl: u64 },
+    /// Fetched because absent or expired.
+    Miss { ttl: u64 },
+    /// Fetched because the caller sent `Cache-Control: no-cache`.
+    Refreshed { ttl: u64 },
+    /// Expired entry served because the upstream failed; seconds past expiry.
+    Stale { age_past_ttl: u64 },
+    /// The cache is disabled.
+    Bypass,
+}
+
+impl Outcome {
+    /// RFC 9211 `Cache-Status` value.
+    pub fn cache_status(self) -> String {
+        match self {
+            Outcome::Hit { ttl } => format!("audience-gateway; hit; ttl={ttl}"),
+            Outcome::Miss { ttl } => format!("audience-gateway; fwd=uri-miss; stored; ttl={ttl}"),
+            Outcome::Refreshed { ttl } => {
+                format!("audience-gateway; fwd=request; stored; ttl={ttl}")
+            }
+            Outcome::Stale { age_past_ttl } => {
+                format!("audience-gateway; fwd=stale; ttl=-{age_past_ttl}; detail=stale-if-error")
+            }
+            Outcome::Bypass => "audience-gateway; fwd=bypass".into(),
+        }
+    }
+
+    /// `Cache-Control` for the caller: `private, max-age=<seconds of freshness left>`.
+    pub fn cache_control(self) -> CacheControl {
+        let max_age = match self {
+            Outcome::Hit { ttl } | Outcome::Miss { ttl } | Outcome::Refreshed { ttl } => ttl,
+            Outcome::Stale { .. } | Outcome::Bypass => 0,
+        };
+        CacheControl(vec![
+            CacheDirective::Private,
+            CacheDirective::MaxAge(u32::try_from(max_age).unwrap_or(u32::MAX)),
+        ])
+    }
+
+    /// `Cache-Control` and `Cache-Status` as header values.
+    fn header_values(self) -> (HeaderValue, HeaderValue) {
+        let cache_status = HeaderValue::from_maybe_shared(Bytes::from(self.cache_status()));
+        // Both are ASCII text this module formats; never empty in practice.
+        (
+            self.cache_control()
+                .try_into_value()
+                .unwrap_or_else(|_| HeaderValue::from_static("private, max-age=0")),
+            cache_status.unwrap_or_else(|_| HeaderValue::from_static("audience-gateway")),
+        )
+    }
+}
+
+/// Longest freshness, in seconds, whose hit headers are built in advance.
+const HIT_HEADER_TABLE: u64 = 600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    identity: Arc<str>,
+    id: i64,
+}
+
+/// The audience and platform-account cache.
+pub struct AudienceCache {
+    enabled: bool,
+    audiences: Store<Key, Arc<CachedAudience>>,
+    /// Platform accounts per upstream identity, serialized.
+    accounts: Store<Arc<str>, Bytes>,
+    /// `Cache-Control` and `Cache-Status` of a hit, by seconds of freshness left (up to
+    /// [`HIT_HEADER_TABLE`]), built once: a hit copies two values instead of formatting.
+    hit_headers: Vec<(HeaderValue, HeaderValue)>,
+    /// The same for reads with the cache disabled (always the same two values).
+    bypass_headers: (HeaderValue, HeaderValue),
+}
+
+impl AudienceCache {
+    /// A cache sized in bytes.
+    pub fn new(s: &CacheSettings, metrics: Arc<Metrics>) -> Self {
+        let ttl = Duration::from_secs(s.ttl_secs);
+        let stale = Duration::from_secs(s.stale_secs);
+        Self {
+            enabled: s.enabled && s.ttl_secs > 0,
+            audiences: Store::new(
+                moka::future::Cache::builder()
+                    .max_capacity(s.max_bytes)
+                    .weigher(|_k: &Key, v: &Stamped<Arc<CachedAudience>>| v.value.weight()),
+                ttl,
+                stale,
+                metrics.clone(),
+            ),
+            accounts: Store::new(
+                moka::future::Cache::builder().max_capacity(64),
+                ttl,
+                stale,
+                metrics,
+            ),
+            hit_headers: (0..=s.ttl_secs.min(HIT_HEADER_TABLE))
+                .map(|ttl| Outcome::Hit { ttl }.header_values())
+                .collect(),
+            bypass_headers: Outcome::Bypass.header_values(),
+        }
+    }
+
+    /// Sets `Cache-Control` and `Cache-Status` for `outcome`.
+    pub fn set_headers(&self, outcome: Outcome, headers: &mut HeaderMap) {
+        let (cache_control, cache_status) = match outcome {
+            Outcome::Hit { ttl } => usize::try_from(ttl)
+                .ok()
+                .and_then(|i| self.hit_headers.get(i))
+                .cloned()
+                .unwrap_or_else(|| outcome.header_values()),
+            Outcome::Bypass => self.bypass_headers.clone(),
+            _ => outcome.header_values(),
+        };
+        headers.insert(CACHE_CONTROL, cache_control);
+        headers.insert(CACHE_STATUS, cache_status);
+    }
+
+    /// A fresh entry for `(identity, id)`, if the cache holds one. Counts a hit; anything
+    /// else is left to [`AudienceCache::read`].
+    pub async fn fresh(
+        &self,
+        identity: Arc<str>,
+        id: i64,
+    ) -> Option<(Arc<CachedAudience>, Outcome)> {
+        if !self.enabled {
+            return None;
+        }
+        self.audiences.fresh(&Key { identity, id }).await
+    }
+
+    /// Reads an audience through the cache. `refresh` forces an upstream call.
+    pub async fn get(
+        &self,
+        upstream: &UpstreamClient,
+        ctx: &CallContext,
+        id: i64,
+        refresh: bool,
+    ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
+        let fetch = || async {
+            let dto = upstream.load_audience(ctx, id).await?;
+            Ok(Arc::new(CachedAudience::from_dto(dto)?))
+        };
+        if !self.enabled {
+            return Ok((fetch().await?, Outcome::Bypass));
+        }
+        let key = Key {
+            identity: upstream.identity(),
+            id,
+        };
+        self.audiences.get_or_fetch(key, refresh, fetch).await
+    }
+
+    /// One representation of an audience, through the cache. With the cache disabled only
+    /// that representation is built (saving two serializations and two hashes per read), and
+    /// a read of the audience itself skips the upload history while decoding.
+    pub async fn read(
+        &self,
+        upstream: &UpstreamClient,
+        ctx: &CallContext,
+        id: i64,
+        refresh: bool,
+        view: View,
+    ) -> Result<(Arc<Representation>, Outcome), ApiError> {
+        if !self.enabled {
+            let rep = match view {
+                View::Audience => {
+                    let dto = upstream.load_audience::<IgnoredAny>(ctx, id).await?;
+                    Representation::of(&dto.into_audience())?
+                }
+                other => {
+                    let part =
+                        Representation::of_view(upstream.load_audience(ctx, id).await?, other)?;
+                    part_or_problem(&part)?.clone()
+                }
+            };
+            return Ok((rep, Outcome::Bypass));
+        }
+        let (entry, outcome) = self.get(upstream, ctx, id, refresh).await?;
+        Ok((entry.view(view)?.clone(), outcome))
+    }
+
+    /// The platform-account list (serialized, without access tokens), cached per identity
+    /// with the same freshness, coalescing and stale-if-error rules as audiences.
+    pub async fn platform_accounts(
+        &self,
+        upstream: &UpstreamClient,
+        ctx: &CallContext,
+    ) -> Result<(Bytes, Outcome), UpstreamError> {
+        let fetch = || async {
+            let list = crate::domain::PlatformAccountList {
+                items: upstream.platform_accounts(ctx).await?,
+            };
+            serde_json::to_vec(&list)
+                .map(Bytes::from)
+                .map_err(|e| UpstreamError::Failure(format!("serialize: {e}")))
+        };
+        if !self.enabled {
+            return Ok((fetch().await?, Outcome::Bypass));
+        }
+        self.accounts
+            .get_or_fetch(upstream.identity(), false, fetch)
+            .await
+    }
+
+    /// Drops an audience after a write, so no later read sees the old version.
+    pub async fn evict(&self, identity: &Arc<str>, id: i64) {
+        let key = Key {
+            identity: identity.clone(),
+            id,
+        };
+        self.audiences.invalidate(&key).await;
+    }
+
+    /// Drops every audience (e.g. after missing invalidation messages).
+    pub fn clear(&self) {
+        self.audiences.clear();
+    }
+
+    /// Audience entries and their weighted size, for tests and diagnostics.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.audiences.usage().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_follow_rfc9211() {
+        assert_eq!(
+            Outcome::Hit { ttl: 12 }.cache_status(),
+            "audience-gateway; hit; ttl=12"
+        );
+        assert_eq!(
+            Outcome::Hit { ttl: 12 }.cache_control().to_string(),
+            "private, max-age=12"
+        );
+        assert!(Outcome::Stale { age_past_ttl: 3 }
+            .cache_status()
+            .contains("fwd=stale"));
+        assert_eq!(
+            Outcome::Stale { age_past_ttl: 3 }
+                .cache_control()
+                .to_string(),
+            "private, max-age=0"
+        );
+    }
+}

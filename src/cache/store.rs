@@ -1,0 +1,186 @@
+//! The one get-or-fetch of the cache, for audiences and platform accounts alike: fresh
+//! values are served as they are; concurrent misses for one key make one upstream call
+//! (moka's per-key compute lock); a fetch that raced with an invalidation never stores what
+//! it read; an expired value stays usable for the stale window when the upstream fails
+//! (stale-if-error).
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::Op;
+
+use super::Outcome;
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamError;
+
+/// A value and when it was fetched.
+#[derive(Clone)]
+pub(super) struct Stamped<V> {
+    pub value: V,
+    fetched: Instant,
+}
+
+/// Keyed values with freshness and stale windows.
+pub(super) struct Store<K, V> {
+    entries: moka::future::Cache<K, Stamped<V>>,
+    ttl: Duration,
+    stale: Duration,
+    /// Bumped by every invalidation; a fetch that saw another value does not store.
+    epoch: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl<K, V> Store<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A store over `builder` (which sets the capacity and weigher); values live for
+    /// `ttl + stale`, fresh for `ttl`.
+    pub fn new(
+        builder: moka::future::CacheBuilder<K, Stamped<V>, moka::future::Cache<K, Stamped<V>>>,
+        ttl: Duration,
+        stale: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            entries: builder
+                .time_to_live((ttl + stale).max(Duration::from_secs(1)))
+                .build(),
+            ttl,
+            stale,
+            epoch: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// Whole seconds of freshness left for something fetched at `fetched` (None: expired).
+    fn fresh_for(&self, fetched: Instant) -> Option<u64> {
+        self.ttl
+            .checked_sub(fetched.elapsed())
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_secs().max(1))
+    }
+
+    /// A hit on `stamped` if it is still fresh; counts it.
+    fn hit(&self, stamped: &Stamped<V>) -> Option<(V, Outcome)> {
+        let ttl = self.fresh_for(stamped.fetched)?;
+        self.metrics.cache("hit");
+        Some((stamped.value.clone(), Outcome::Hit { ttl }))
+    }
+
+    /// The value for `key` if it is fresh: the read that needs no upstream call, no lock and
+    /// no waiting.
+    pub async fn fresh(&self, key: &K) -> Option<(V, Outcome)> {
+        self.hit(&self.entries.get(key).await?)
+    }
+
+    /// The value for `key`: fresh from the store unless `refresh`, else fetched by `fetch`
+    /// (once for all concurrent callers) and stored, else, when the upstream fails
+    /// transiently, the expired copy while within the stale window.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: K,
+        refresh: bool,
+        fetch: F,
+    ) -> Result<(V, Outcome), UpstreamError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, UpstreamError>>,
+    {
+        let existing = self.entries.get(&key).await;
+        if !refresh {
+            if let Some(hit) = existing.as_ref().and_then(|e| self.hit(e)) {
+                return Ok(hit);
+            }
+        }
+        let mut fetched_now = None;
+        let slot = &mut fetched_now;
+        let result = self
+            .entries
+            .entry(key)
+            .and_try_compute_with(move |current| async move {
+                // Someone else refreshed it while we waited for the key lock.
+                if current.is_some_and(|e| !refresh && self.fresh_for(e.value().fetched).is_some())
+                {
+                    return Ok(Op::Nop);
+                }
+                let epoch = self.epoch.load(Ordering::Acquire);
+                let stamped = Stamped {
+                    value: fetch().await?,
+                    fetched: Instant::now(),
+                };
+                *slot = Some(stamped.value.clone());
+                Ok::<_, UpstreamError>(if self.epoch.load(Ordering::Acquire) == epoch {
+                    Op::Put(stamped)
+                } else {
+                    Op::Nop
+                })
+            })
+            .await;
+        match (result, fetched_now) {
+            (Ok(_), Some(value)) => {
+                self.metrics.cache("miss");
+                let ttl = self.ttl.as_secs();
+                let outcome = if refresh {
+                    Outcome::Refreshed { ttl }
+                } else {
+                    Outcome::Miss { ttl }
+                };
+                Ok((value, outcome))
+            }
+            // Another caller's fetch, finished while this one waited for the key lock.
+            (Ok(r), None) => match r.into_entry() {
+                Some(e) => {
+                    let stamped = e.into_value();
+                    self.metrics.cache("hit");
+                    let ttl = self.fresh_for(stamped.fetched).unwrap_or(0);
+                    Ok((stamped.value, Outcome::Hit { ttl }))
+                }
+                None => Err(UpstreamError::Failure(
+                    "cache fill produced no entry".into(),
+                )),
+            },
+            (Err(err), _) => self.stale_if_error(err, existing),
+        }
+    }
+
+    /// Stale-if-error: a transient upstream failure is answered with `existing` while it is
+    /// within the stale window; anything else stays an error.
+    fn stale_if_error(
+        &self,
+        err: UpstreamError,
+        existing: Option<Stamped<V>>,
+    ) -> Result<(V, Outcome), UpstreamError> {
+        match existing {
+            Some(s) if err.is_transient() && s.fetched.elapsed() < self.ttl + self.stale => {
+                tracing::warn!(error = %err, "upstream failed; serving a stale copy");
+                self.metrics.cache("stale");
+                let past = s.fetched.elapsed().saturating_sub(self.ttl).as_secs();
+                Ok((s.value, Outcome::Stale { age_past_ttl: past }))
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Drops `key`; a fetch under way does not store what it read.
+    pub async fn invalidate(&self, key: &K) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate(key).await;
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+    }
+
+    /// Entries and weighted size.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks().await;
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
