@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Media type of every error body.
@@ -185,6 +185,16 @@ impl ApiError {
         }
     }
 
+    /// Whether the failed request was a write that may have reached the vendor and been
+    /// carried out: its answer could not be read, or did not come in time. Such an outcome
+    /// is kept for `Idempotency-Key` retries instead of running the write again.
+    pub fn may_have_written(&self) -> bool {
+        matches!(
+            self,
+            ApiError::UpstreamResponseUnreadable | ApiError::UpstreamTimeout
+        )
+    }
+
     /// Shorthand for a validation error on one field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Validation {
@@ -218,7 +228,7 @@ impl ApiError {
 }
 
 /// RFC 9457 problem details, with our stable `code` and the request id.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({
     "type": "urn:audience-gateway:problem:validation_failed",

@@ -1,10 +1,9 @@
 //! `/v1/campaigns`.
 
-use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
 
-use super::{json, set_header, JsonBody};
+use super::{json, JsonBody};
 use crate::auth::{Authorized, Write};
 use crate::domain::{Campaign, NewCampaign};
 use crate::error::ApiError;
@@ -24,9 +23,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     tag = "campaigns",
     request_body(content = NewCampaign, description = "The campaign to create"),
     responses(
-        (status = 201, description = "Created", body = Campaign, headers(
-            ("Location" = String, description = "URL of the new campaign"),
-        )),
+        (status = 201, description = "Created", body = Campaign),
     ),
     security(("bearer" = ["audiences:write"]))
 )]
@@ -39,11 +36,6 @@ async fn create_campaign(
 ) -> Result<HttpResponse, ApiError> {
     let new = body.value.validated()?;
     let campaign = state.upstream.create_campaign(&ctx.0, &new.name).await?;
-    let mut resp = json(StatusCode::CREATED, &campaign)?;
-    set_header(
-        &mut resp,
-        header::LOCATION,
-        &format!("/v1/campaigns/{}", campaign.id),
-    );
-    Ok(resp)
+    // No `Location`: the gateway has no route that reads a campaign back.
+    json(StatusCode::CREATED, &campaign)
 }

@@ -38,7 +38,6 @@ fn rate_headers(resp: &mut HttpResponse, state: &AppState, decision: Option<&Dec
     request_body(content = NewActivation, description = "Where and when to activate"),
     responses(
         (status = 201, description = "Activated", body = Activation, headers(
-            ("Location" = String, description = "URL of the activation"),
             ("RateLimit-Policy" = String, description = "Quota policies, e.g. `\"per-caller\";q=10;w=60`"),
             ("RateLimit" = String, description = "Remaining quota and seconds to reset, e.g. `\"per-caller\";r=3;t=12`"),
             ("Idempotent-Replayed" = String, description = "`?1` when this is a replay"),
@@ -89,11 +88,8 @@ pub(super) async fn activate_audience(
             let result = state_ref.upstream.activate(&ctx.0, id, &activation).await;
             state_ref.evict(id).await;
             let done: Activation = result?;
-            stored(
-                StatusCode::CREATED,
-                format!("/v1/audiences/{id}/activations/{}", done.flow_id),
-                &done,
-            )
+            // No `Location`: the gateway has no route that reads one activation back.
+            stored(StatusCode::CREATED, None, &done)
         },
     )
     .await;

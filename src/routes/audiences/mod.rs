@@ -17,7 +17,7 @@ use utoipa::IntoParams;
 
 use super::{json_bytes, path_id, set_header};
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem, PROBLEM_JSON};
 use crate::idempotency::{self, Begin, StoredResponse};
 use crate::AppState;
 
@@ -125,6 +125,12 @@ fn to_http(stored: &StoredResponse) -> actix_web::HttpResponse {
             set_header(&mut resp, name, value);
         }
     }
+    // A stored problem gets the request id of the answer that replays it, like any problem.
+    if stored.headers.iter().any(|(_, v)| v == PROBLEM_JSON) {
+        if let Ok(problem) = serde_json::from_slice::<Problem>(&stored.body) {
+            resp.extensions_mut().insert(problem);
+        }
+    }
     resp
 }
 
@@ -167,6 +173,15 @@ where
                     .await;
                 Ok(to_http(&stored))
             }
+            // A write that may have happened keeps its outcome: a retry with this key gets
+            // the same answer instead of a second create or activation.
+            Err(e) if e.may_have_written() => {
+                state
+                    .idempotency
+                    .complete(&scoped, &print, stored_problem(&e))
+                    .await;
+                Err(e)
+            }
             Err(e) => {
                 state.idempotency.abandon(&scoped).await;
                 Err(e)
@@ -175,15 +190,27 @@ where
     }
 }
 
-/// A response to store for replays: `status`, `Location`, and `value` as JSON.
+/// A response to store for replays: `status`, `Location` if any, and `value` as JSON.
 fn stored<T: serde::Serialize>(
     status: StatusCode,
-    location: String,
+    location: Option<String>,
     value: &T,
 ) -> Result<StoredResponse, ApiError> {
     Ok(StoredResponse {
         status: status.as_u16(),
-        headers: vec![("location".into(), location)],
+        headers: location
+            .map(|l| ("location".into(), l))
+            .into_iter()
+            .collect(),
         body: Bytes::from(serde_json::to_vec(value).map_err(|_| ApiError::Internal)?),
     })
+}
+
+/// An error to store for replays, as its problem body (the request id is the replay's).
+fn stored_problem(e: &ApiError) -> StoredResponse {
+    StoredResponse {
+        status: e.table().0.as_u16(),
+        headers: vec![("content-type".into(), PROBLEM_JSON.into())],
+        body: Bytes::from(e.problem().to_bytes()),
+    }
 }

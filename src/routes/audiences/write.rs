@@ -49,7 +49,7 @@ pub(super) async fn create_audience(
         let audience = dto.into_audience();
         stored(
             StatusCode::CREATED,
-            format!("/v1/audiences/{}", audience.id),
+            Some(format!("/v1/audiences/{}", audience.id)),
             &audience,
         )
     })
