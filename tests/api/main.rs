@@ -17,3 +17,4 @@ mod routes;
 mod secrets;
 mod smoke;
 mod upstream;
+mod vendor_faults;
