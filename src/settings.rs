@@ -120,8 +120,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// Allow-list of JWT algorithms: any of HS256, RS256, ES256.
-    pub algorithms: Vec<String>,
+    /// Allow-list of JWT algorithms.
+    pub algorithms: Vec<JwtAlgorithm>,
     pub hs256_secret: Option<SecretString>,
     /// PEM text of an RSA or EC public key.
     pub public_key_pem: Option<String>,
@@ -144,7 +144,11 @@ pub struct AuthSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
-            algorithms: vec!["HS256".into(), "RS256".into(), "ES256".into()],
+            algorithms: vec![
+                JwtAlgorithm::Hs256,
+                JwtAlgorithm::Rs256,
+                JwtAlgorithm::Es256,
+            ],
             hs256_secret: None,
             public_key_pem: None,
             public_key_pem_file: None,
@@ -158,6 +162,34 @@ impl Default for AuthSettings {
             scope_claim: "scope".into(),
             client_id_claim: "client_id".into(),
             verified_cache_capacity: 10_000,
+        }
+    }
+}
+
+/// A JWT signature algorithm the gateway verifies; `none` and the others are never accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256, keyed by `auth.hs256_secret`.
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256, from a PEM or the JWKS.
+    Rs256,
+    /// ECDSA P-256 with SHA-256, from a PEM or the JWKS.
+    Es256,
+}
+
+impl TryFrom<String> for JwtAlgorithm {
+    type Error = String;
+
+    /// Parsed by hand so that an unknown name is refused with the names allowed.
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.trim() {
+            "HS256" => Ok(JwtAlgorithm::Hs256),
+            "RS256" => Ok(JwtAlgorithm::Rs256),
+            "ES256" => Ok(JwtAlgorithm::Es256),
+            other => Err(format!(
+                "`{other}` is not an accepted algorithm: expected HS256, RS256 or ES256"
+            )),
         }
     }
 }
@@ -368,19 +400,18 @@ impl Settings {
                 .with_list_parse_key("server.cors_allowed_origins")
                 .source(Some(env.into_iter().collect())),
         );
-        let settings: Settings = builder
+        builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| SettingsError(e.to_string()))?;
-        Ok(settings)
+            .map_err(named_error)
     }
 
     /// Checks relations between settings that types cannot express.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let fail = |setting: &str, expected: &str| {
             Err(SettingsError(format!(
-                "{setting} (env GATEWAY_{}): expected {expected}",
-                setting.to_uppercase().replace('.', "__")
+                "{}: expected {expected}",
+                with_env(setting)
             )))
         };
         let base = self.upstream.base_url.trim();
@@ -400,12 +431,7 @@ impl Settings {
         if self.auth.algorithms.is_empty() {
             return fail("auth.algorithms", "at least one of HS256, RS256, ES256");
         }
-        for alg in &self.auth.algorithms {
-            if !matches!(alg.as_str(), "HS256" | "RS256" | "ES256") {
-                return fail("auth.algorithms", "only HS256, RS256 or ES256 (never none)");
-            }
-        }
-        let wants_hs = self.auth.algorithms.iter().any(|a| a == "HS256");
+        let wants_hs = self.auth.algorithms.contains(&JwtAlgorithm::Hs256);
         let has_public = self.auth.public_key_pem.is_some()
             || self.auth.public_key_pem_file.is_some()
             || self.auth.jwks_url.is_some();
@@ -501,6 +527,37 @@ impl Settings {
     }
 }
 
+/// A setting's name followed by the environment variable that sets it:
+/// `auth.algorithms (env GATEWAY_AUTH__ALGORITHMS)`.
+fn with_env(setting: &str) -> String {
+    format!(
+        "{setting} (env {ENV_PREFIX}_{})",
+        setting.to_uppercase().replace('.', "__")
+    )
+}
+
+/// A loading error that names the setting and its environment variable when the error
+/// knows which setting it is about (a list item names its list).
+fn named_error(e: config::ConfigError) -> SettingsError {
+    use config::ConfigError;
+    let (key, problem) = match e {
+        ConfigError::Type {
+            key: Some(key),
+            unexpected,
+            expected,
+            ..
+        } => (key, format!("expected {expected}, found {unexpected}")),
+        ConfigError::At {
+            key: Some(key),
+            error,
+            ..
+        } => (key, error.to_string()),
+        other => return SettingsError(other.to_string()),
+    };
+    let setting = key.split('[').next().unwrap_or(&key);
+    SettingsError(format!("{}: {problem}", with_env(setting)))
+}
+
 /// Milliseconds to a `Duration`, for the many `_ms` settings.
 pub fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -549,7 +606,11 @@ mod tests {
         let mut e = env(BASE);
         e.insert("GATEWAY_SERVER__PORT".into(), "eighty".into());
         let err = Settings::load_from(None, e).unwrap_err().to_string();
-        assert!(err.contains("server.port"), "{err}");
+        assert_eq!(
+            err,
+            "invalid configuration: server.port (env GATEWAY_SERVER__PORT): \
+             expected an integer, found string \"eighty\""
+        );
     }
 
     #[test]
@@ -566,7 +627,11 @@ mod tests {
         let mut e = env(BASE);
         e.insert("GATEWAY_AUTH__ALGORITHMS".into(), "HS256,none".into());
         let err = Settings::load_from(None, e).unwrap_err().to_string();
-        assert!(err.contains("auth.algorithms"), "{err}");
+        assert_eq!(
+            err,
+            "invalid configuration: auth.algorithms (env GATEWAY_AUTH__ALGORITHMS): \
+             `none` is not an accepted algorithm: expected HS256, RS256 or ES256"
+        );
     }
 
     #[test]
