@@ -149,7 +149,7 @@ impl Authenticator {
             .iter()
             .map(|alg| {
                 let mut v = Validation::new(*alg);
-                v.leeway = s.leeway_secs;
+                v.leeway = s.leeway.as_secs();
                 v.validate_nbf = true;
                 v.validate_exp = true;
                 let mut required = vec!["exp"];
