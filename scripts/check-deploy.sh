@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the deployment side without Docker or a cluster:
 #   - hadolint on the Dockerfile
-#   - the chart's values.schema.json `config` keys against src/settings.rs (the gateway
+#   - the chart's values.schema.json `config` keys against src/settings/ (the gateway
 #     denies unknown keys, so a drift would crash pods at start)
 #   - helm lint --strict, default values and every helm/audience-gateway/ci/*-values.yaml
 #   - helm template of each scenario, validated per Kubernetes version with
@@ -74,12 +74,12 @@ check() {
 # ---------------------------------------------------------------- Dockerfile
 check "hadolint Dockerfile" hadolint Dockerfile
 
-# ---------------------------------------------------------------- schema vs settings.rs
+# ---------------------------------------------------------------- schema vs src/settings/
 schema_matches_settings() {
-  python3 - "${chart}/values.schema.json" src/settings.rs <<'PY'
-import json, re, sys
+  python3 - "${chart}/values.schema.json" src/settings <<'PY'
+import glob, json, os, re, sys
 schema = json.load(open(sys.argv[1]))["properties"]["config"]["properties"]
-src = open(sys.argv[2]).read()
+src = "".join(open(f).read() for f in sorted(glob.glob(os.path.join(sys.argv[2], "*.rs"))))
 # Secrets reach the gateway only as env vars from the Secret, never through the chart.
 secret_fields = {("auth", "hs256_secret"), ("upstream", "password"),
                  ("upstream", "session_cookie"), ("redis", "url")}
@@ -87,28 +87,30 @@ settings = {}
 for name, body in re.findall(r"pub struct (\w+)Settings\s*\{(.*?)\n\}", src, re.S):
     section = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
     if section:
-        settings[section] = set(re.findall(r"^\s*pub (\w+):", body, re.M))
+        # A field's setting name is its serde rename when it has one (`request_timeout_ms`).
+        fields = re.findall(r'^\s*(?:#\[serde\(\s*rename = "(\w+)"[^\]]*\]\s*)?pub (\w+):', body, re.M)
+        settings[section] = {renamed or name for renamed, name in fields}
 if not settings:
-    sys.exit("no `pub struct *Settings` found in src/settings.rs")
+    sys.exit("no `pub struct *Settings` found in src/settings/")
 errors = []
 for section, props in schema.items():
     if section not in settings:
-        errors.append(f"schema section [{section}] is not in settings.rs")
+        errors.append(f"schema section [{section}] is not in src/settings/")
         continue
     for key in props["properties"]:
         if key not in settings[section]:
-            errors.append(f"schema key {section}.{key} is not a field in settings.rs")
+            errors.append(f"schema key {section}.{key} is not a setting in src/settings/")
 for section, fields in settings.items():
     for key in fields:
         if (section, key) in secret_fields:
             continue
         if key not in schema.get(section, {}).get("properties", {}):
-            errors.append(f"settings.rs field {section}.{key} is missing from values.schema.json config")
+            errors.append(f"setting {section}.{key} is missing from values.schema.json config")
 print("\n".join(errors) or f"{sum(map(len, settings.values()))} settings fields in step")
 sys.exit(1 if errors else 0)
 PY
 }
-check "values.schema.json config keys match src/settings.rs" schema_matches_settings
+check "values.schema.json config keys match src/settings/" schema_matches_settings
 
 # ---------------------------------------------------------------- chart
 scenarios=(default)

@@ -20,7 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use secrecy::ExposeSecret;
 
 use crate::metrics::Metrics;
-use crate::settings::{ms, Settings};
+use crate::settings::Settings;
 
 /// Why a Redis call gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +63,8 @@ impl Redis {
         Ok(Some(Self {
             client,
             manager: RwLock::new(None),
-            timeout: ms(r.timeout_ms),
-            interval: ms(r.health_interval_ms),
+            timeout: r.timeout,
+            interval: r.health_interval,
             prefix: r.key_prefix.clone(),
             replica: uuid::Uuid::new_v4().to_string(),
             commands_up: AtomicBool::new(false),

@@ -26,7 +26,7 @@ use crate::limits::redis::SharedLimiter;
 use crate::limits::{ActivationLimiter, LocalLimiter};
 use crate::metrics::Metrics;
 use crate::redis::Redis;
-use crate::settings::{ms, Settings};
+use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
 use crate::{cache, routes, telemetry};
 
@@ -50,7 +50,7 @@ impl AppState {
     /// implementations otherwise. Redis is connected by the tasks `run_until_stopped` starts.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let budget = ms(settings.server.request_budget_ms);
+        let budget = settings.server.request_budget;
         let redis = SharedState::new(&settings, metrics.clone())?;
         let (limiter, idempotency, invalidation): (
             Arc<dyn ActivationLimiter>,
@@ -318,8 +318,8 @@ impl Application {
                 .wrap(from_fn(telemetry::request_context))
         })
         .disable_signals()
-        .shutdown_timeout(s.server.shutdown_grace_secs)
-        .client_request_timeout(ms(s.server.client_request_timeout_ms))
+        .shutdown_timeout(s.server.shutdown_grace.as_secs())
+        .client_request_timeout(s.server.client_request_timeout)
         .client_disconnect_timeout(Duration::from_secs(1));
         if s.server.workers > 0 {
             server = server.workers(s.server.workers);
@@ -351,7 +351,7 @@ impl Application {
         if signals {
             let handle = self.server.handle();
             let state = self.state.clone();
-            let drain = ms(state.settings.server.shutdown_drain_ms);
+            let drain = state.settings.server.shutdown_drain;
             actix_rt::spawn(async move {
                 wait_for_signal().await;
                 tracing::info!("shutdown signal received; not ready, draining");
@@ -414,7 +414,7 @@ fn spawn_jwks_refresh(state: &web::Data<AppState>) {
         return;
     }
     let weak: Weak<AppState> = Arc::downgrade(&state.clone().into_inner());
-    let every = Duration::from_secs(state.settings.auth.jwks_refresh_secs.max(1));
+    let every = state.settings.auth.jwks_refresh.max(Duration::from_secs(1));
     actix_rt::spawn(async move {
         loop {
             let Some(state) = weak.upgrade() else { return };

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::metrics::Metrics;
-use crate::settings::{ms, AuthSettings};
+use crate::settings::AuthSettings;
 
 /// A verification key and the one algorithm it may be used with.
 #[derive(Clone)]
@@ -82,8 +82,8 @@ impl Jwks {
     /// A JWKS source; nothing is fetched until [`Jwks::refresh`].
     pub fn new(s: &AuthSettings, url: String, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(ms(s.jwks_timeout_ms))
-            .connect_timeout(ms(s.jwks_timeout_ms))
+            .timeout(s.jwks_timeout)
+            .connect_timeout(s.jwks_timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()?;
         Ok(Self {
@@ -91,7 +91,7 @@ impl Jwks {
             http,
             keys: RwLock::new(Arc::new(HashMap::new())),
             last_fetch: Mutex::new(None),
-            cooldown: Duration::from_secs(s.jwks_cooldown_secs),
+            cooldown: s.jwks_cooldown,
             loaded: Default::default(),
             revocations: Default::default(),
             metrics,

@@ -10,6 +10,7 @@ pub mod mint;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::settings::AuthSettings;
+use crate::settings::{AuthSettings, JwtAlgorithm};
 use crate::AppState;
 pub use keys::{static_keys, BoundKey, Jwks, KeyError};
 
@@ -125,19 +126,20 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn parse_alg(name: &str) -> Option<Algorithm> {
-    match name {
-        "HS256" => Some(Algorithm::HS256),
-        "RS256" => Some(Algorithm::RS256),
-        "ES256" => Some(Algorithm::ES256),
-        _ => None,
+impl From<JwtAlgorithm> for Algorithm {
+    fn from(alg: JwtAlgorithm) -> Self {
+        match alg {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::Rs256 => Algorithm::RS256,
+            JwtAlgorithm::Es256 => Algorithm::ES256,
+        }
     }
 }
 
 impl Authenticator {
     /// Builds the verifier from settings; JWKS keys are fetched later (see `start_jwks`).
     pub fn new(s: &AuthSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let allowed: Vec<Algorithm> = s.algorithms.iter().filter_map(|a| parse_alg(a)).collect();
+        let allowed: Vec<Algorithm> = s.algorithms.iter().map(|&a| a.into()).collect();
         let jwks = s
             .jwks_url
             .clone()
@@ -147,7 +149,7 @@ impl Authenticator {
             .iter()
             .map(|alg| {
                 let mut v = Validation::new(*alg);
-                v.leeway = s.leeway_secs;
+                v.leeway = s.leeway.as_secs();
                 v.validate_nbf = true;
                 v.validate_exp = true;
                 let mut required = vec!["exp"];
@@ -286,7 +288,8 @@ impl Authenticator {
             ));
         }
         let alg_name = raw_header.get("alg").and_then(Value::as_str).unwrap_or("");
-        let alg = parse_alg(alg_name)
+        let alg = Algorithm::from_str(alg_name)
+            .ok()
             .filter(|a| self.allowed.contains(a))
             .ok_or(AuthError::Invalid("the token's algorithm is not allowed"))?;
         let kid = match raw_header.get("kid") {

@@ -14,7 +14,6 @@ pub mod layer;
 mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::header::{
     CacheControl, CacheDirective, HeaderMap, HeaderName, HeaderValue, TryIntoHeaderValue,
@@ -124,10 +123,10 @@ pub struct AudienceCache {
 impl AudienceCache {
     /// A cache sized in bytes.
     pub fn new(s: &CacheSettings, metrics: Arc<Metrics>) -> Self {
-        let ttl = Duration::from_secs(s.ttl_secs);
-        let stale = Duration::from_secs(s.stale_secs);
+        let ttl = s.ttl;
+        let stale = s.stale;
         Self {
-            enabled: s.enabled && s.ttl_secs > 0,
+            enabled: s.enabled && !ttl.is_zero(),
             audiences: Store::new(
                 moka::future::Cache::builder()
                     .max_capacity(s.max_bytes)
@@ -142,7 +141,7 @@ impl AudienceCache {
                 stale,
                 metrics,
             ),
-            hit_headers: (0..=s.ttl_secs.min(HIT_HEADER_TABLE))
+            hit_headers: (0..=ttl.as_secs().min(HIT_HEADER_TABLE))
                 .map(|ttl| Outcome::Hit { ttl }.header_values())
                 .collect(),
             bypass_headers: Outcome::Bypass.header_values(),

@@ -54,10 +54,10 @@ impl LocalIdempotency {
             // record in favour of older ones, and a retry of that request would run twice.
             records: moka::future::Cache::builder()
                 .max_capacity(s.max_records)
-                .time_to_live(Duration::from_secs(s.ttl_secs.max(1)))
+                .time_to_live(s.ttl.max(Duration::from_secs(1)))
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
-            in_flight_timeout: Duration::from_secs(s.in_flight_timeout_secs),
+            in_flight_timeout: s.in_flight_timeout,
         }
     }
 

@@ -64,10 +64,10 @@ pub struct RedisIdempotency {
 impl RedisIdempotency {
     /// A store from settings.
     pub fn new(redis: Arc<Redis>, s: &IdempotencySettings) -> Self {
-        let in_flight_timeout = Duration::from_secs(s.in_flight_timeout_secs.max(1));
+        let in_flight_timeout = s.in_flight_timeout.max(Duration::from_secs(1));
         Self {
             redis,
-            ttl: Duration::from_secs(s.ttl_secs.max(1)),
+            ttl: s.ttl.max(Duration::from_secs(1)),
             in_flight_timeout,
             claims: moka::sync::Cache::builder()
                 .max_capacity(s.max_records)

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use super::{policies, ActivationLimiter, Decision, LocalLimiter, Policy, PolicyState};
 use crate::metrics::Metrics;
 use crate::redis::{Redis, RedisFailure};
-use crate::settings::{ms, LimiterFallback, Settings};
+use crate::settings::{LimiterFallback, Settings};
 
 /// GCRA as governor 0.10 computes it, in microseconds of Redis `TIME` (exact in Lua's
 /// doubles until the year 2255). KEYS: per-caller and global theoretical arrival times.
@@ -169,7 +169,7 @@ impl SharedLimiter {
             }
             LimiterFallback::Refuse => Fallback::Refuse {
                 // Redis may be back by the next health check.
-                retry_after: ms(settings.redis.health_interval_ms).max(Duration::from_secs(1)),
+                retry_after: settings.redis.health_interval.max(Duration::from_secs(1)),
             },
         };
         Self {

@@ -25,7 +25,7 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::settings::{ms, UpstreamSettings};
+use crate::settings::UpstreamSettings;
 use api::{AudienceDto, Decoded, Operation, Payload, Refusal};
 pub use breaker::BreakerState;
 use breaker::CircuitBreaker;
@@ -153,8 +153,8 @@ impl UpstreamClient {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .connect_timeout(ms(s.connect_timeout_ms))
-            .timeout(ms(s.request_timeout_ms))
+            .connect_timeout(s.connect_timeout)
+            .timeout(s.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
@@ -167,10 +167,7 @@ impl UpstreamClient {
         let identity: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         // A session can only be renewed ahead of time by logging in.
         let can_login = s.username.is_some() && s.password.is_some();
-        let max_age = s
-            .max_session_age_secs
-            .filter(|_| can_login)
-            .map(Duration::from_secs);
+        let max_age = s.max_session_age.filter(|_| can_login);
         Ok(Self {
             http,
             base_url: reqwest::Url::parse(&base)?,
@@ -179,14 +176,11 @@ impl UpstreamClient {
             password: s.password.clone(),
             session: Session::new(s.session_cookie.clone(), max_age),
             permits: Semaphore::new(s.max_concurrency),
-            queue_timeout: ms(s.queue_timeout_ms),
+            queue_timeout: s.queue_timeout,
             budget,
             retries: s.retries,
-            retry_base: ms(s.retry_base_ms),
-            breaker: CircuitBreaker::new(
-                s.breaker_failures,
-                Duration::from_secs(s.breaker_open_secs),
-            ),
+            retry_base: s.retry_base,
+            breaker: CircuitBreaker::new(s.breaker_failures, s.breaker_open),
             metrics,
         })
     }

@@ -1,0 +1,45 @@
+//! `cache.*`: freshness and size of the audience read cache.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{duration, ensure, SettingsError};
+
+/// Audience read cache settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// How long an entry is fresh (whole seconds: it is advertised in `max-age`).
+    #[serde(rename = "ttl_secs", deserialize_with = "duration::secs")]
+    pub ttl: Duration,
+    /// How long after expiry an entry may still be served when the upstream fails.
+    #[serde(rename = "stale_secs", deserialize_with = "duration::secs")]
+    pub stale: Duration,
+    /// Capacity in bytes of cached response bodies.
+    pub max_bytes: u64,
+}
+
+impl CacheSettings {
+    /// Checks what the types cannot express.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        ensure(
+            self.max_bytes > 0,
+            "cache.max_bytes",
+            "a positive number of bytes",
+        )?;
+        Ok(())
+    }
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(30),
+            stale: Duration::from_secs(300),
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
