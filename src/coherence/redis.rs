@@ -5,14 +5,12 @@
 //!
 //! Delay: the writer awaits PUBLISH before it answers, and Redis answers PUBLISH once it has
 //! queued the message for every subscriber; what is left is delivery and the other replica
-//! applying it. For a PATCH, which re-reads the audience before answering,
-//! `a_write_on_one_replica_evicts_on_the_other` (loopback, debug build) measured the
-//! eviction arriving on the other replica 0.6 to 6.7 ms *before* the writer's answer (five
-//! runs): a client that writes on one replica and then reads on another saw no old version.
-//! A DELETE or an activation answers right after PUBLISH, so its window is that delivery and
-//! apply step (plus the network hop to the other replica when not on loopback). Delivery is
-//! at most once; the gaps are closed as follows, and otherwise the cache TTL
-//! (`cache.ttl_secs`) bounds staleness:
+//! applying it. A PATCH re-reads the audience before answering, which gives the eviction
+//! time to reach the other replica first (`a_write_on_one_replica_evicts_on_the_other`
+//! prints the margin). A DELETE or an activation answers right after PUBLISH, so its window
+//! is that delivery and apply step (plus the network hop to the other replica when not on
+//! loopback). Delivery is at most once; the gaps are closed as follows, and otherwise the
+//! cache TTL (`cache.ttl_secs`) bounds staleness:
 //! - a subscriber that was disconnected drops its whole cache when it subscribes again;
 //! - a publish that fails is kept (up to [`MAX_PENDING`], beyond which a "clear everything"
 //!   message replaces them) and sent when Redis is back.
