@@ -231,11 +231,13 @@ describe("the client against a sandbox gateway", () => {
 
   it("surfaces Retry-After when the activation quota is exhausted", async () => {
     const keys = new Set<string>();
+    let admitted = 0;
     let limited: ProblemError | undefined;
     // The per-caller burst is a few calls; each call gets a new key, so each is a new one.
     for (let i = 0; i < 20 && limited === undefined; i += 1) {
       try {
         keys.add((await gw.activateAudience(created.id, SOME_ACTIVATION)).idempotencyKey);
+        admitted += 1;
       } catch (e) {
         if (!(e instanceof ProblemError)) throw e;
         limited = e;
@@ -245,7 +247,8 @@ describe("the client against a sandbox gateway", () => {
     await problem(Promise.reject(limited), 429, "rate_limited");
     assert.ok(Number.isInteger(limited.retryAfter) && (limited.retryAfter ?? 0) > 0);
     assert.equal(String(limited.retryAfter), limited.response.headers.get("retry-after"));
-    assert.ok(keys.size > 0);
+    assert.ok(admitted > 0, "the quota was exhausted before this test");
+    assert.equal(keys.size, admitted);
     for (const key of keys) assert.match(key, UUID);
   });
 
