@@ -217,7 +217,7 @@ export interface paths {
         };
         /**
          * Prometheus metrics
-         * @description Metrics in the Prometheus text exposition format.
+         * @description Metrics in the OpenMetrics 1.0 text format.
          */
         get: operations["getMetrics"];
         put?: never;
@@ -264,7 +264,9 @@ export interface components {
          * @description An audience as the gateway presents it.
          * @example {
          *       "activationStatus": "New",
+         *       "activationStatusId": 0,
          *       "audienceState": "PROCESSING",
+         *       "audienceStateId": 3,
          *       "campaignId": 1,
          *       "campaignName": "Spring sale",
          *       "canCreateLookalike": false,
@@ -276,10 +278,14 @@ export interface components {
          *       "hasSegments": false,
          *       "id": 1001,
          *       "lifetimeStatus": "Active",
+         *       "lifetimeStatusId": 1,
          *       "name": "Newsletter subscribers",
          *       "sourceAudienceId": null,
+         *       "sourceAudienceTypeId": null,
          *       "startDate": null,
+         *       "tagCollection": null,
          *       "type": "ONBOARDING",
+         *       "typeId": 0,
          *       "updated": "2025-12-15T11:36:16.489708Z",
          *       "userId": 42
          *     }
@@ -308,12 +314,32 @@ export interface components {
             userId?: number | null;
             /** @description Audience type, e.g. `ONBOARDING`; unknown vendor values pass through. */
             type?: string | null;
+            /**
+             * Format: int64
+             * @description The vendor's numeric id of `type`.
+             */
+            typeId?: number | null;
             /** @description Activation status, e.g. `New` or `Active`. */
             activationStatus?: string | null;
+            /**
+             * Format: int64
+             * @description The vendor's numeric id of `activationStatus`.
+             */
+            activationStatusId?: number | null;
             /** @description Lifetime status, e.g. `Active`. */
             lifetimeStatus?: string | null;
+            /**
+             * Format: int64
+             * @description The vendor's numeric id of `lifetimeStatus`.
+             */
+            lifetimeStatusId?: number | null;
             /** @description Data state, e.g. `NODATA` or `PROCESSING`. */
             audienceState?: string | null;
+            /**
+             * Format: int64
+             * @description The vendor's numeric id of `audienceState`.
+             */
+            audienceStateId?: number | null;
             /** @description Whether a lookalike can be generated from it. */
             canCreateLookalike: boolean;
             /** @description Whether it has segments. */
@@ -323,6 +349,13 @@ export interface components {
              * @description Source audience for derived audiences.
              */
             sourceAudienceId?: number | null;
+            /**
+             * Format: int64
+             * @description Type id of the source audience, for derived audiences.
+             */
+            sourceAudienceTypeId?: number | null;
+            /** @description The vendor's tags or labels, passed through as the vendor sent them (any JSON). */
+            tagCollection?: Record<string, never> | null;
             /** @description Activation window start. */
             startDate?: string | null;
             /** @description Activation window end. */
@@ -748,7 +781,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description The Digital Audience API failed or answered something unusable */
+        /** @description The Digital Audience API failed, or answered something the gateway cannot read (after a create or activation with `upstream_response_unreadable`, the change may have been made: retry with the same Idempotency-Key to get this same answer, never a duplicate) */
         BadGateway: {
             headers: {
                 /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
@@ -944,8 +977,6 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
-                    /** @description URL of the new campaign */
-                    Location?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1069,7 +1100,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "activationStatus": "New",
+                     *       "activationStatusId": 0,
                      *       "audienceState": "PROCESSING",
+                     *       "audienceStateId": 3,
                      *       "campaignId": 1,
                      *       "campaignName": "Spring sale",
                      *       "canCreateLookalike": false,
@@ -1081,10 +1114,14 @@ export interface operations {
                      *       "hasSegments": false,
                      *       "id": 1001,
                      *       "lifetimeStatus": "Active",
+                     *       "lifetimeStatusId": 1,
                      *       "name": "Newsletter subscribers",
                      *       "sourceAudienceId": null,
+                     *       "sourceAudienceTypeId": null,
                      *       "startDate": null,
+                     *       "tagCollection": null,
                      *       "type": "ONBOARDING",
+                     *       "typeId": 0,
                      *       "updated": "2025-12-15T11:36:16.489708Z",
                      *       "userId": 42
                      *     }
@@ -1148,7 +1185,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "activationStatus": "New",
+                     *       "activationStatusId": 0,
                      *       "audienceState": "PROCESSING",
+                     *       "audienceStateId": 3,
                      *       "campaignId": 1,
                      *       "campaignName": "Spring sale",
                      *       "canCreateLookalike": false,
@@ -1160,10 +1199,14 @@ export interface operations {
                      *       "hasSegments": false,
                      *       "id": 1001,
                      *       "lifetimeStatus": "Active",
+                     *       "lifetimeStatusId": 1,
                      *       "name": "Newsletter subscribers",
                      *       "sourceAudienceId": null,
+                     *       "sourceAudienceTypeId": null,
                      *       "startDate": null,
+                     *       "tagCollection": null,
                      *       "type": "ONBOARDING",
+                     *       "typeId": 0,
                      *       "updated": "2025-12-15T11:36:16.489708Z",
                      *       "userId": 42
                      *     }
@@ -1202,7 +1245,7 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag the deletion is based on; 412 if the audience changed since
+                 * @description ETag the change is based on; 412 if the audience changed since
                  * @example "9f86d081884c7d659a2feaa0c55ad015"
                  */
                 "If-Match"?: string;
@@ -1283,7 +1326,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "activationStatus": "New",
+                     *       "activationStatusId": 0,
                      *       "audienceState": "PROCESSING",
+                     *       "audienceStateId": 3,
                      *       "campaignId": 1,
                      *       "campaignName": "Spring sale",
                      *       "canCreateLookalike": false,
@@ -1295,10 +1340,14 @@ export interface operations {
                      *       "hasSegments": false,
                      *       "id": 1001,
                      *       "lifetimeStatus": "Active",
+                     *       "lifetimeStatusId": 1,
                      *       "name": "Newsletter subscribers",
                      *       "sourceAudienceId": null,
+                     *       "sourceAudienceTypeId": null,
                      *       "startDate": null,
+                     *       "tagCollection": null,
                      *       "type": "ONBOARDING",
+                     *       "typeId": 0,
                      *       "updated": "2025-12-15T11:36:16.489708Z",
                      *       "userId": 42
                      *     }
@@ -1360,8 +1409,6 @@ export interface operations {
                 headers: {
                     /** @description `?1` when this is a replay */
                     "Idempotent-Replayed"?: string;
-                    /** @description URL of the activation */
-                    Location?: string;
                     /** @description Remaining quota and seconds to reset, e.g. `"per-caller";r=3;t=12` */
                     RateLimit?: string;
                     /** @description Quota policies, e.g. `"per-caller";q=10;w=60` */
@@ -1661,7 +1708,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus text format */
+            /** @description OpenMetrics text format */
             200: {
                 headers: {
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
@@ -1670,10 +1717,12 @@ export interface operations {
                 };
                 content: {
                     /**
-                     * @example # TYPE audience_gateway_cache_lookups_total counter
+                     * @example # HELP audience_gateway_cache_lookups Audience cache lookups by result (hit, miss, stale).
+                     *     # TYPE audience_gateway_cache_lookups counter
                      *     audience_gateway_cache_lookups_total{result="hit"} 42
+                     *     # EOF
                      */
-                    "text/plain": string;
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8": string;
                 };
             };
         };
