@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need (apt, pip, npm), then runs the
 # Rust tests (unit + black-box, with a real redis-server), the OpenAPI verification
-# (linters, Schemathesis, a headless-Chromium Swagger UI test) and the deployment checks
+# (linters, Schemathesis, a headless-Chromium Swagger UI test), the TypeScript client's
+# checks (generated types current, tsc --strict, its Node test) and the deployment checks
 # (hadolint, helm lint, kubernetes-validate, the Dockerfile's build commands outside Docker).
 # Nothing is skipped silently: a tool that cannot be installed fails the run.
 set -euo pipefail
@@ -39,6 +40,9 @@ cargo test --workspace --locked --all-targets
 
 log "OpenAPI verification"
 scripts/verify-openapi.sh
+
+log "TypeScript client"
+scripts/test-client.sh
 
 log "deployment checks"
 scripts/check-deploy.sh --chef

@@ -24,7 +24,7 @@ use crate::error::{ApiError, Problem, PROBLEM_JSON};
 #[openapi(
     info(
         title = "audience-gateway",
-        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`; every response carries the request id in `X-Request-Id`.",
+        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`; every response carries the request id in `X-Request-Id`.\n\nFrontends can call it with the typed TypeScript client `@audience-gateway/client`, generated from this document (`clients/typescript` in the gateway's repository).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         contact(name = "Audience platform team", email = "audience-platform@example.com"),
     ),
