@@ -75,6 +75,23 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// `null` (and an `Option`'s `None`) is `$absent`; a present value is visited again.
+macro_rules! null_is {
+    ($absent:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    };
+}
+
 struct IntVisitor;
 
 impl<'de> Visitor<'de> for IntVisitor {
@@ -117,17 +134,7 @@ impl<'de> Visitor<'de> for IntVisitor {
         }
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is!(None);
 }
 
 struct FloatVisitor;
@@ -163,17 +170,7 @@ impl<'de> Visitor<'de> for FloatVisitor {
             .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is!(None);
 }
 
 struct BoolVisitor;
@@ -198,17 +195,7 @@ impl<'de> Visitor<'de> for BoolVisitor {
         }
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is!(None);
 }
 
 struct TextVisitor;
@@ -244,17 +231,7 @@ impl<'de> Visitor<'de> for TextVisitor {
         Ok(Some(v.to_string()))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is!(None);
 }
 
 struct MapVisitor<V>(PhantomData<V>);
@@ -276,17 +253,7 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
         Ok(out)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(BTreeMap::new())
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(BTreeMap::new())
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is!(BTreeMap::new());
 }
 
 #[cfg(test)]
