@@ -299,3 +299,74 @@ async fn a_fresh_entry_never_skips_token_checks() {
     assert_eq!(resp.status(), 401);
     assert_eq!(app.sim().call_count("loadAudience"), 1);
 }
+
+#[actix_web::test]
+async fn conditional_and_cache_headers_are_read_as_rfc_9110_says() {
+    let app = spawn_with_sandbox(&[]).await;
+    let etag = header(&app.get(READS[0]).await, "etag");
+    let weak = format!("W/{etag}");
+    // If-None-Match: `*` and a weak tag match (weak comparison); a value that is not a
+    // list of entity tags matches nothing. Cache-Control: only `no-cache` and `max-age=0`
+    // refresh; directives it does not know are no error.
+    for (name, value, status, cache_status) in [
+        ("if-none-match", "*", 304, "audience-gateway; hit; ttl="),
+        (
+            "if-none-match",
+            weak.as_str(),
+            304,
+            "audience-gateway; hit; ttl=",
+        ),
+        (
+            "if-none-match",
+            "not-a-tag",
+            200,
+            "audience-gateway; hit; ttl=",
+        ),
+        (
+            "cache-control",
+            "max-age=abc, x-custom",
+            200,
+            "audience-gateway; hit; ttl=",
+        ),
+        (
+            "cache-control",
+            "max-age=0",
+            200,
+            "audience-gateway; fwd=request; stored",
+        ),
+        (
+            "cache-control",
+            "no-store, no-cache",
+            200,
+            "audience-gateway; fwd=request; stored",
+        ),
+    ] {
+        let resp = app.get_as(READS[0], &full_token(), &[(name, value)]).await;
+        assert_eq!(resp.status(), status, "{name}: {value}");
+        assert!(
+            header(&resp, "cache-status").starts_with(cache_status),
+            "{name}: {value}"
+        );
+        assert_eq!(header(&resp, "etag"), etag, "{name}: {value}");
+    }
+    assert_eq!(app.sim().call_count("loadAudience"), 3);
+
+    // If-Match: strong comparison, so a weak tag or a value that is no tag fails the
+    // precondition; `*` holds.
+    for (value, status) in [(weak.as_str(), 412), ("not-a-tag", 412), ("*", 200)] {
+        let resp = app
+            .client
+            .patch(app.url(READS[0]))
+            .bearer_auth(full_token())
+            .header("if-match", value)
+            .json(&serde_json::json!({"description": "Checked"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "If-Match: {value}");
+        if status == 412 {
+            assert_eq!(problem(resp).await["code"], "precondition_failed");
+        }
+    }
+    assert_eq!(app.sim().call_count("updateAudience"), 1);
+}
