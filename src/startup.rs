@@ -313,7 +313,7 @@ impl Application {
                 .app_data(known.clone())
                 .default_service(web::to(unmatched))
                 // Inside CORS, so cache hits carry its headers; outside routing.
-                .wrap(from_fn(cache::layer::serve_fresh))
+                .wrap(cache::layer::HttpCache)
                 .wrap(Condition::new(with_cors, cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))
         })

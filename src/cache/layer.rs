@@ -9,39 +9,95 @@
 //! scope and the access log, so a hit is logged and counted under its route like any
 //! answer, and inside CORS, so a hit carries the CORS headers.
 
+use std::future::{ready, Ready};
+use std::rc::Rc;
+
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{
     self, CacheControl, CacheDirective, Header, HeaderValue, IfNoneMatch,
 };
 use actix_web::http::Method;
-use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::future::{Either, LocalBoxFuture, MapOk};
+use futures_util::TryFutureExt;
 
 use super::{AudienceCache, Outcome, Representation, View};
 use crate::auth::Read;
 use crate::AppState;
 
-/// The middleware described in the module docs.
-pub async fn serve_fresh<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    match fresh_answer(req.request()).await {
-        Some(response) => Ok(req.into_response(response).map_into_right_body()),
-        None => Ok(next.call(req).await?.map_into_left_body()),
+/// The middleware described in the module docs (`App::wrap(HttpCache)`).
+pub struct HttpCache;
+
+impl<S, B> Transform<S, ServiceRequest> for HttpCache
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = HttpCacheService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(HttpCacheService {
+            service: Rc::new(service),
+        }))
     }
 }
 
-/// The answer to a fresh hit, or `None` to hand the request on.
-async fn fresh_answer(req: &HttpRequest) -> Option<HttpResponse> {
+/// [`HttpCache`] around the rest of the application.
+pub struct HttpCacheService<S> {
+    service: Rc<S>,
+}
+
+/// What a request this layer does not look at costs: the inner call, not boxed.
+type PassedOn<S, B> = MapOk<
+    <S as Service<ServiceRequest>>::Future,
+    fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>,
+>;
+
+impl<S, B> Service<ServiceRequest> for HttpCacheService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future =
+        Either<PassedOn<S, B>, LocalBoxFuture<'static, Result<Self::Response, Self::Error>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let Some((id, view)) = candidate(req.request()) else {
+            let passed_on: fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> =
+                ServiceResponse::map_into_left_body;
+            return Either::Left(self.service.call(req).map_ok(passed_on));
+        };
+        let service = self.service.clone();
+        Either::Right(Box::pin(async move {
+            match fresh_answer(req.request(), id, view).await {
+                Some(response) => Ok(req.into_response(response).map_into_right_body()),
+                None => Ok(service.call(req).await?.map_into_left_body()),
+            }
+        }))
+    }
+}
+
+/// The audience read a request asks for, if this layer may answer it: a `GET` of one of the
+/// cached reads, without a request to bypass the cache.
+fn candidate(req: &HttpRequest) -> Option<(i64, View)> {
     if req.method() != Method::GET {
         return None;
     }
-    let (id, view) = cached_read(req.path())?;
-    if wants_refresh(req) {
-        return None;
-    }
+    let read = cached_read(req.path())?;
+    (!wants_refresh(req)).then_some(read)
+}
+
+/// The answer to a fresh hit, or `None` to hand the request on.
+async fn fresh_answer(req: &HttpRequest, id: i64, view: View) -> Option<HttpResponse> {
     let state = req.app_data::<web::Data<AppState>>()?;
     state.auth.authorize::<Read>(req).await.ok()?;
     let (entry, outcome) = state.cache.fresh(state.upstream.identity(), id).await?;

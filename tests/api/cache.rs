@@ -17,15 +17,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::helpers::vendor::{self, mount_login};
 use crate::helpers::*;
 
-/// A GET with extra request headers.
-async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = app.client.get(app.url(path)).bearer_auth(full_token());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("request")
-}
-
 /// The `max-age` of a `private, max-age=N` Cache-Control value.
 fn max_age(cache_control: &str) -> u64 {
     cache_control
@@ -306,32 +297,46 @@ async fn etag_conditional_get_cache_control_and_cache_status() {
     );
     assert_eq!(resp.bytes().await.unwrap(), body);
 
-    let resp = get_with(&app, "/v1/audiences/1001", &[("if-none-match", &etag)]).await;
+    let resp = app
+        .get_as(
+            "/v1/audiences/1001",
+            &full_token(),
+            &[("if-none-match", &etag)],
+        )
+        .await;
     assert_eq!(resp.status(), 304);
     assert_eq!(header(&resp, "etag"), etag);
     assert!(header(&resp, "cache-status").contains("; hit;"));
     assert!(resp.bytes().await.unwrap().is_empty());
 
     let list = format!("\"other\", {etag}");
-    let resp = get_with(&app, "/v1/audiences/1001", &[("if-none-match", &list)]).await;
+    let resp = app
+        .get_as(
+            "/v1/audiences/1001",
+            &full_token(),
+            &[("if-none-match", &list)],
+        )
+        .await;
     assert_eq!(resp.status(), 304);
 
-    let resp = get_with(
-        &app,
-        "/v1/audiences/1001",
-        &[("if-none-match", "\"00000000000000000000000000000000\"")],
-    )
-    .await;
+    let resp = app
+        .get_as(
+            "/v1/audiences/1001",
+            &full_token(),
+            &[("if-none-match", "\"00000000000000000000000000000000\"")],
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), body);
 
     // Each view has its own tag.
-    let resp = get_with(
-        &app,
-        "/v1/audiences/1001/insights",
-        &[("if-none-match", &etag)],
-    )
-    .await;
+    let resp = app
+        .get_as(
+            "/v1/audiences/1001/insights",
+            &full_token(),
+            &[("if-none-match", &etag)],
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     assert_ne!(header(&resp, "etag"), etag);
     assert_eq!(app.sim().call_count("loadAudience"), 1);
@@ -364,7 +369,13 @@ async fn no_cache_goes_upstream_and_refreshes_the_entry() {
     assert!(header(&hit, "cache-status").contains("; hit;"));
     assert_eq!(name(hit.json().await.unwrap()), "Old name");
 
-    let resp = get_with(&app, "/v1/audiences/1001", &[("cache-control", "no-cache")]).await;
+    let resp = app
+        .get_as(
+            "/v1/audiences/1001",
+            &full_token(),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     let ttl = max_age(&header(&resp, "cache-control"));
     assert_eq!(

@@ -15,14 +15,6 @@ const READS: [&str; 3] = [
     "/v1/audiences/1001/uploads",
 ];
 
-/// A header of `headers` as text, or "" when absent.
-fn value<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
 /// `private, max-age=N` with N within the cache's 30 seconds of freshness.
 fn assert_fresh_cache_control(value: &str) {
     let max_age: u64 = value
@@ -110,7 +102,7 @@ async fn assert_counted_under_their_routes(app: &TestApp, hits: u64) {
 async fn hits_and_304s_are_answered_for_a_token_on_its_first_request() {
     let app = spawn_with_sandbox(&[]).await;
     for h in hits_and_304s(&app, &[]).await {
-        assert!(value(&h, "access-control-allow-origin").is_empty());
+        assert!(header(&h, "access-control-allow-origin").is_empty());
     }
     assert_eq!(app.sim().call_count("loadAudience"), 1);
     assert_counted_under_their_routes(&app, 1).await;
@@ -120,13 +112,13 @@ async fn hits_and_304s_are_answered_for_a_token_on_its_first_request() {
 async fn with_cors_configured_hits_and_304s_carry_the_cors_headers() {
     let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CORS_ALLOWED_ORIGINS", ORIGIN)]).await;
     for h in hits_and_304s(&app, &[]).await {
-        assert!(value(&h, "vary").contains("Origin"), "{:?}", h);
-        assert!(value(&h, "access-control-allow-origin").is_empty());
+        assert!(header(&h, "vary").contains("Origin"), "{:?}", h);
+        assert!(header(&h, "access-control-allow-origin").is_empty());
     }
     for h in hits_and_304s(&app, &[("origin", ORIGIN)]).await {
-        assert!(value(&h, "vary").contains("Origin"), "{:?}", h);
-        assert_eq!(value(&h, "access-control-allow-origin"), ORIGIN);
-        assert!(value(&h, "access-control-expose-headers").contains("cache-status"));
+        assert!(header(&h, "vary").contains("Origin"), "{:?}", h);
+        assert_eq!(header(&h, "access-control-allow-origin"), ORIGIN);
+        assert!(header(&h, "access-control-expose-headers").contains("cache-status"));
     }
     assert_eq!(app.sim().call_count("loadAudience"), 1);
     assert_counted_under_their_routes(&app, 2).await;
@@ -306,4 +298,75 @@ async fn a_fresh_entry_never_skips_token_checks() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(app.sim().call_count("loadAudience"), 1);
+}
+
+#[actix_web::test]
+async fn conditional_and_cache_headers_are_read_as_rfc_9110_says() {
+    let app = spawn_with_sandbox(&[]).await;
+    let etag = header(&app.get(READS[0]).await, "etag");
+    let weak = format!("W/{etag}");
+    // If-None-Match: `*` and a weak tag match (weak comparison); a value that is not a
+    // list of entity tags matches nothing. Cache-Control: only `no-cache` and `max-age=0`
+    // refresh; directives it does not know are no error.
+    for (name, value, status, cache_status) in [
+        ("if-none-match", "*", 304, "audience-gateway; hit; ttl="),
+        (
+            "if-none-match",
+            weak.as_str(),
+            304,
+            "audience-gateway; hit; ttl=",
+        ),
+        (
+            "if-none-match",
+            "not-a-tag",
+            200,
+            "audience-gateway; hit; ttl=",
+        ),
+        (
+            "cache-control",
+            "max-age=abc, x-custom",
+            200,
+            "audience-gateway; hit; ttl=",
+        ),
+        (
+            "cache-control",
+            "max-age=0",
+            200,
+            "audience-gateway; fwd=request; stored",
+        ),
+        (
+            "cache-control",
+            "no-store, no-cache",
+            200,
+            "audience-gateway; fwd=request; stored",
+        ),
+    ] {
+        let resp = app.get_as(READS[0], &full_token(), &[(name, value)]).await;
+        assert_eq!(resp.status(), status, "{name}: {value}");
+        assert!(
+            header(&resp, "cache-status").starts_with(cache_status),
+            "{name}: {value}"
+        );
+        assert_eq!(header(&resp, "etag"), etag, "{name}: {value}");
+    }
+    assert_eq!(app.sim().call_count("loadAudience"), 3);
+
+    // If-Match: strong comparison, so a weak tag or a value that is no tag fails the
+    // precondition; `*` holds.
+    for (value, status) in [(weak.as_str(), 412), ("not-a-tag", 412), ("*", 200)] {
+        let resp = app
+            .client
+            .patch(app.url(READS[0]))
+            .bearer_auth(full_token())
+            .header("if-match", value)
+            .json(&serde_json::json!({"description": "Checked"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "If-Match: {value}");
+        if status == 412 {
+            assert_eq!(problem(resp).await["code"], "precondition_failed");
+        }
+    }
+    assert_eq!(app.sim().call_count("updateAudience"), 1);
 }

@@ -1,4 +1,6 @@
-//! Spawning the gateway for tests, and typed request helpers.
+//! Spawning the gateway for tests, typed request helpers and the shared assertions (whole
+//! problem bodies, headers). Tokens and keys for the authentication tests are in
+//! [`tokens`], a real `redis-server` for the shared-state tests in [`redis_server`].
 
 #![allow(dead_code)]
 
@@ -12,6 +14,12 @@ use audience_gateway::auth::ALL_SCOPES;
 use audience_gateway::settings::Settings;
 use audience_gateway::{AppState, Application};
 use audience_sandbox::{Simulator, SimulatorConfig, SimulatorHandle};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+pub mod redis_server;
+pub mod tokens;
 
 /// HS256 secret of the test gateways.
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
@@ -228,13 +236,207 @@ pub fn service_token(sub: &str, client_id: &str) -> String {
     .expect("mint")
 }
 
+/// What response headers are read from: a response, or its headers kept after the body
+/// was read.
+pub trait Headers {
+    fn header_map(&self) -> &HeaderMap;
+}
+
+impl Headers for reqwest::Response {
+    fn header_map(&self) -> &HeaderMap {
+        self.headers()
+    }
+}
+
+impl Headers for HeaderMap {
+    fn header_map(&self) -> &HeaderMap {
+        self
+    }
+}
+
 /// A response header as text, or "" when absent.
-pub fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
+pub fn header(from: &impl Headers, name: &str) -> String {
+    from.header_map()
         .get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+/// Operation names the simulator counts.
+pub const SIM_OPERATIONS: [&str; 8] = [
+    "login",
+    "createAudience",
+    "updateAudience",
+    "activateAudience",
+    "loadAudience",
+    "deleteAudience",
+    "createCampaign",
+    "loadPlatformAccounts",
+];
+
+/// Every request the simulator received, whatever the operation (logins included).
+pub fn upstream_calls(app: &TestApp) -> u64 {
+    SIM_OPERATIONS
+        .iter()
+        .map(|op| app.sim().call_count(op))
+        .sum()
+}
+
+/// The gateway never hands a session (ours or the vendor's) to a caller.
+pub fn assert_no_set_cookie(headers: &HeaderMap) {
+    assert!(
+        headers.get("set-cookie").is_none(),
+        "unexpected Set-Cookie: {headers:?}"
+    );
+}
+
+/// Checks status, media type, request id and the whole problem body.
+pub async fn assert_problem(
+    resp: reqwest::Response,
+    status: u16,
+    code: &str,
+    title: &str,
+    detail: &str,
+    field: Option<&str>,
+) -> HeaderMap {
+    assert_eq!(resp.status().as_u16(), status);
+    let headers = resp.headers().clone();
+    assert_no_set_cookie(&headers);
+    let body = problem(resp).await;
+    let mut expected = json!({
+        "type": format!("urn:audience-gateway:problem:{code}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "requestId": body["requestId"],
+    });
+    if let Some(f) = field {
+        expected["field"] = json!(f);
+    }
+    assert_eq!(body, expected);
+    assert!(
+        body["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    headers
+}
+
+pub async fn assert_validation(resp: reqwest::Response, field: &str, message: &str) {
+    assert_problem(
+        resp,
+        422,
+        "validation_failed",
+        "Validation failed",
+        &format!("{field}: {message}"),
+        Some(field),
+    )
+    .await;
+}
+
+pub async fn assert_invalid_body(resp: reqwest::Response, detail: &str, field: Option<&str>) {
+    assert_problem(
+        resp,
+        400,
+        "invalid_body",
+        "Invalid request body",
+        detail,
+        field,
+    )
+    .await;
+}
+
+/// Sends `body` as raw bytes with the given content type and a full token.
+pub async fn send_raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
+        .bearer_auth(full_token())
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+pub async fn json_body(resp: reqwest::Response) -> (HeaderMap, Value) {
+    let headers = resp.headers().clone();
+    assert_eq!(header(&headers, "content-type"), "application/json");
+    assert_no_set_cookie(&headers);
+    (headers, resp.json().await.expect("json body"))
+}
+
+pub fn sim_header(app: &TestApp, name: &str) -> Vec<String> {
+    app.sim()
+        .last_request_headers()
+        .into_iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+pub const ACTIVATIONS: &str = "/v1/audiences/1001/activations";
+
+/// An activation as the caller holding `bearer`.
+pub async fn activate(app: &TestApp, bearer: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(ACTIVATIONS))
+        .bearer_auth(bearer)
+        .json(&activation_body())
+        .send()
+        .await
+        .expect("request")
+}
+
+/// `RateLimit` parsed: policy name to (remaining, seconds to reset).
+pub fn rate_limit(resp: &reqwest::Response) -> HashMap<String, (u64, u64)> {
+    let value = header(resp, "ratelimit");
+    assert!(
+        !value.is_empty(),
+        "no RateLimit header: {:?}",
+        resp.headers()
+    );
+    value
+        .split(", ")
+        .map(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap().trim_matches('"').to_string();
+            let mut r = None;
+            let mut t = None;
+            for p in parts {
+                match p.split_once('=') {
+                    Some(("r", v)) => r = v.parse().ok(),
+                    Some(("t", v)) => t = v.parse().ok(),
+                    _ => panic!("unexpected parameter {p:?} in {value:?}"),
+                }
+            }
+            (name, (r.expect("r"), t.expect("t")))
+        })
+        .collect()
+}
+
+/// A POST of `body` with `key`, as the caller holding `bearer`.
+pub async fn post_keyed(
+    app: &TestApp,
+    bearer: &str,
+    path: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(bearer)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request")
 }
 
 /// Vendor wire format, for wiremock upstreams.

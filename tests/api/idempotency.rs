@@ -13,26 +13,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::helpers::vendor::{self, mount_login};
 use crate::helpers::*;
 
-const ACTIVATIONS: &str = "/v1/audiences/1001/activations";
-
-/// A POST of `body` with `key`, as the caller holding `bearer`.
-async fn post_keyed(
-    app: &TestApp,
-    bearer: &str,
-    path: &str,
-    key: &str,
-    body: &serde_json::Value,
-) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(bearer)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
-}
-
 /// Status, `Location`, `Idempotent-Replayed` and body of a response.
 async fn parts(resp: reqwest::Response) -> (u16, String, String, Bytes) {
     (

@@ -1,19 +1,27 @@
 //! Black-box tests: the real server on 127.0.0.1:0 over HTTP, against the project's own
 //! simulator of the upstream or a wiremock server. One test binary keeps link time down.
 
+mod audiences;
 mod auth;
+mod auth_keys;
+mod auth_scopes;
+mod bad_requests;
 mod cache;
 mod cache_layer;
+mod campaigns;
+mod cors;
 mod faults;
+mod forwarding;
 mod helpers;
 mod hostile;
 mod idempotency;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod platform_accounts;
 mod rate_limit;
 mod redis;
-mod routes;
+mod redis_outages;
 mod secrets;
 mod smoke;
 mod upstream;

@@ -1,7 +1,6 @@
 //! Activation rate limits: per caller and global, the `RateLimit-Policy` / `RateLimit`
 //! headers, precision under concurrency and the bounded keyed state.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,46 +11,6 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::helpers::*;
-
-const ACTIVATIONS: &str = "/v1/audiences/1001/activations";
-
-/// An activation as the caller holding `bearer`.
-async fn activate(app: &TestApp, bearer: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(ACTIVATIONS))
-        .bearer_auth(bearer)
-        .json(&activation_body())
-        .send()
-        .await
-        .expect("request")
-}
-
-/// `RateLimit` parsed: policy name to (remaining, seconds to reset).
-fn rate_limit(resp: &reqwest::Response) -> HashMap<String, (u64, u64)> {
-    let value = header(resp, "ratelimit");
-    assert!(
-        !value.is_empty(),
-        "no RateLimit header: {:?}",
-        resp.headers()
-    );
-    value
-        .split(", ")
-        .map(|item| {
-            let mut parts = item.split(';');
-            let name = parts.next().unwrap().trim_matches('"').to_string();
-            let mut r = None;
-            let mut t = None;
-            for p in parts {
-                match p.split_once('=') {
-                    Some(("r", v)) => r = v.parse().ok(),
-                    Some(("t", v)) => t = v.parse().ok(),
-                    _ => panic!("unexpected parameter {p:?} in {value:?}"),
-                }
-            }
-            (name, (r.expect("r"), t.expect("t")))
-        })
-        .collect()
-}
 
 /// `Retry-After` as whole seconds.
 fn retry_after(resp: &reqwest::Response) -> u64 {

@@ -11,6 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::helpers::*;
 
 const LOGIN: &str = "/account/login";
+
 const LOAD_1001: &str = "/audience/loadAudienceById/1001";
 
 /// A successful vendor envelope.
@@ -72,29 +73,6 @@ async fn gateway_with_session(
     spawn_with_upstream(&mock.uri(), &env).await
 }
 
-async fn assert_problem(
-    resp: reqwest::Response,
-    status: u16,
-    code: &str,
-    title: &str,
-    detail: &str,
-) {
-    assert_eq!(resp.status().as_u16(), status);
-    assert!(resp.headers().get("set-cookie").is_none());
-    let body = problem(resp).await;
-    assert_eq!(
-        body,
-        json!({
-            "type": format!("urn:audience-gateway:problem:{code}"),
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "code": code,
-            "requestId": body["requestId"],
-        })
-    );
-}
-
 async fn assert_bad_gateway(resp: reqwest::Response) {
     assert_problem(
         resp,
@@ -102,6 +80,7 @@ async fn assert_bad_gateway(resp: reqwest::Response) {
         "upstream_error",
         "Bad gateway",
         "the Digital Audience API failed",
+        None,
     )
     .await;
 }
@@ -299,6 +278,7 @@ async fn success_false_on_http_200_is_mapped() {
         "not_found",
         "Not found",
         "audience 1001 was not found",
+        None,
     )
     .await;
 
@@ -314,6 +294,7 @@ async fn success_false_on_http_200_is_mapped() {
         "upstream_rejected",
         "Rejected by the Digital Audience API",
         "the Digital Audience API refused the request: Campaign 77 not found",
+        None,
     )
     .await;
 
@@ -408,6 +389,7 @@ async fn a_slow_upstream_is_504() {
         "upstream_timeout",
         "Gateway timeout",
         "the Digital Audience API did not answer in time",
+        None,
     )
     .await;
     mock.verify().await;
