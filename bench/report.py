@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Renders bench/run's results.jsonl as one table plus the target checks (stdlib only).
+"""Renders bench/run's results.jsonl as one table plus the target checks, and with --plot
+draws the concurrency sweep (req/s and CPU per request against connections, the gateway
+beside its baselines) with matplotlib.
 
-Usage: bench/report.py target/bench/run-<timestamp>/results.jsonl
+Usage: bench/report.py target/bench/run-<timestamp>/results.jsonl [--plot FILE.png]
 """
 
+import argparse
 import json
-import statistics
 import sys
 
 MIB = 1024 * 1024
@@ -88,8 +90,64 @@ def paired(runs, name, base, value):
     return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
+# The sweep's lines: (result name, label, style); each gateway row beside its baseline.
+SWEEP = [
+    ("sweep_a_cached", "gateway, cached read", "C0-o"),
+    ("sweep_base_static", "minimal actix handler", "C0--s"),
+    ("sweep_c_miss", "gateway, miss (cache off)", "C3-o"),
+    ("sweep_base_forward", "reqwest forwarder", "C3--s"),
+]
+
+
+def plot(runs, notes, path):
+    """req/s and server CPU per request against wrk connections, one line per SWEEP row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rps_ax, cpu_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    drawn = False
+    for name, label, style in SWEEP:
+        points = sorted((r["conns"], r) for r in runs.get(name, []))
+        if not points:
+            continue
+        drawn = True
+        conns = [c for c, _ in points]
+        rps_ax.plot(conns, [r["rps"] for _, r in points], style, label=label)
+        cpu = [(c, cpu_per_req(r)) for c, r in points if cpu_per_req(r) is not None]
+        cpu_ax.plot([c for c, _ in cpu], [v for _, v in cpu], style, label=label)
+    if not drawn:
+        sys.exit("bench/report.py: no sweep results to plot (bench/run --only sweep)")
+    for ax, title, unit in (
+        (rps_ax, "throughput (higher is better)", "requests per second"),
+        (cpu_ax, "server CPU per request (lower is better)", "CPU µs per request"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("wrk connections")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    rps_ax.legend(fontsize="small")
+    fig.suptitle(
+        f"one gateway worker on one CPU, wrk on the other; {notes.get('nproc', '?')} CPUs, "
+        f"{notes.get('cpu', '?')}; miss rows include the simulator's CPU",
+        fontsize="small",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main():
-    runs, notes = load(sys.argv[1])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results")
+    parser.add_argument("--plot", metavar="FILE", help="draw the concurrency sweep here")
+    args = parser.parse_args()
+    runs, notes = load(args.results)
+    sweep = {name: runs.pop(name) for name in list(runs) if name.startswith("sweep_")}
+    if args.plot:
+        plot(sweep, notes, args.plot)
     picked = {name: median_run(rs) for name, rs in runs.items()}
     rounds = max((len(rs) for rs in runs.values()), default=0)
     out = []
@@ -205,6 +263,9 @@ def main():
         for label, ok, value in checks:
             out.append(f"  [{'met' if ok else 'MISSED'}] {label}: {value}")
     print("\n".join(out))
+    if sweep:
+        conns = sorted({r["conns"] for rs in sweep.values() for r in rs})
+        print(f"concurrency sweep at {conns} connections: see the plot (--plot)")
 
 
 if __name__ == "__main__":

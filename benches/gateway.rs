@@ -4,7 +4,9 @@
 //!   `Authenticator::authenticate` (the verified-token cache);
 //! - `cache/hit`: `AudienceCache::get` on a warm entry (what a cached read costs);
 //! - `upstream/decode_audience`: `upstream::api::decode` of a real simulator answer, and
-//!   `cache/build_entry`: turning it into the three cached representations (the miss path).
+//!   `cache/build_entry`: turning it into the three cached representations (the miss path);
+//! - `log/*`: formatting one access line, with the gateway's subscriber and with
+//!   tracing-subscriber's JSON formatter.
 //!
 //! Run: `cargo bench --bench gateway` (add `-- --quick` for a short run).
 
@@ -202,5 +204,46 @@ fn cache(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, auth, cache);
+/// One access line through the subscriber `telemetry::init` installs (JSON), and through
+/// tracing-subscriber's own JSON formatter, both into a sink: what keeps `telemetry/json.rs`.
+fn log(c: &mut Criterion) {
+    use audience_gateway::settings::{LogFormat, LogSettings};
+    use audience_gateway::telemetry::{self, REQUEST_ID};
+    let settings = LogSettings {
+        format: LogFormat::Json,
+        level: "info".into(),
+    };
+    let access = || {
+        tracing::info!(
+            target: "access",
+            method = "GET",
+            route = "/v1/audiences/{id}",
+            status = 200u16,
+            latency_ms = 0.123,
+            sub = "bench-user",
+            "request"
+        )
+    };
+    let id: std::rc::Rc<str> = "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a".into();
+    let mut group = c.benchmark_group("log");
+    let shipped = telemetry::subscriber(&settings, std::io::sink);
+    tracing::subscriber::with_default(shipped, || {
+        group.bench_function("access_line", |b| {
+            b.iter(|| REQUEST_ID.sync_scope(id.clone(), access))
+        })
+    });
+    // The same fields without `request_id`, which this formatter has no way to add.
+    let library = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .finish();
+    tracing::subscriber::with_default(library, || {
+        group.bench_function("access_line_tracing_subscriber_json", |b| b.iter(access))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, auth, cache, log);
 criterion_main!(benches);

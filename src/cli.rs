@@ -109,18 +109,12 @@ fn process_env() -> HashMap<String, String> {
 
 /// Runs the parsed command; the exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let result = run_command(cli).await;
-    // Log lines are buffered (see `telemetry`): write out the last ones.
-    telemetry::flush();
-    result
-}
-
-async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let settings = Settings::load(file)?;
-            telemetry::init(&settings.log);
+            // Held until the command returns: its drop writes out the last log lines.
+            let _log_writer = telemetry::init(&settings.log);
             let app = Application::build(settings).await?;
             tracing::info!(port = app.port(), "audience-gateway listening");
             app.run_until_stopped(true).await?;
@@ -215,7 +209,7 @@ async fn sandbox(file: Option<&std::path::Path>, args: SandboxArgs) -> anyhow::R
         env.insert("GATEWAY_AUTH__HS256_SECRET".into(), SANDBOX_SECRET.into());
     }
     let settings = Settings::load_from(file, env)?;
-    telemetry::init(&settings.log);
+    let _log_writer = telemetry::init(&settings.log);
     let secret = settings
         .auth
         .hs256_secret

@@ -6,15 +6,16 @@
 //! records metrics under the matched route template and writes one access line. It knows
 //! nothing of the routes themselves.
 //!
-//! Log lines go to stderr through a buffer flushed every 50 ms (and at exit), so logging
-//! costs a request no system call; a process killed with SIGKILL may lose the last 50 ms.
+//! Log lines are queued to a worker thread that writes them to stderr (tracing-appender's
+//! non-blocking writer), so a request never waits on stderr: if stderr stalls and the queue
+//! fills, lines are dropped instead. [`init`] returns the guard whose drop writes out the
+//! queued lines at exit.
 
 mod json;
 
-use std::io::{BufWriter, Stderr, Write};
+use std::io::BufWriter;
 use std::rc::Rc;
-use std::sync::{LazyLock, Mutex, Once, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -22,9 +23,11 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use tracing::{Event, Subscriber};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::auth::CallerSubject;
@@ -36,71 +39,39 @@ use crate::AppState;
 /// Request id header, accepted from callers and sent upstream.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Log lines wait here on their way to stderr: appending a line is a copy under an
-/// uncontended lock, and the write(2) happens once per 64 KiB or every [`FLUSH_EVERY`].
-static LOG_BUFFER: LazyLock<Mutex<BufWriter<Stderr>>> =
-    LazyLock::new(|| Mutex::new(BufWriter::with_capacity(64 * 1024, std::io::stderr())));
-
-/// Longest time a log line waits in [`LOG_BUFFER`].
-const FLUSH_EVERY: Duration = Duration::from_millis(50);
-
-/// The subscriber's writer: one `write_all` per formatted line.
-struct BufferedStderr;
-
-impl Write for BufferedStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG_BUFFER
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .write(buf)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        LOG_BUFFER
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .write_all(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        flush();
-        Ok(())
-    }
+/// Installs the global subscriber (JSON or text) writing to stderr through the
+/// non-blocking writer. Keep the guard for as long as the process logs: dropping it writes
+/// out the queued lines. Safe to call more than once (the first subscriber stays).
+pub fn init(s: &LogSettings) -> WorkerGuard {
+    // The worker drains the queue into the buffer and flushes when the queue is empty: one
+    // write(2) per burst of lines, and none left waiting when the gateway goes idle.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .thread_name("log-writer")
+        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let _ = subscriber(s, writer).try_init();
+    guard
 }
 
-/// Writes out buffered log lines; `cli::run` calls it before the process exits.
-pub fn flush() {
-    let _ = LOG_BUFFER
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .flush();
-}
-
-/// Installs the global subscriber (JSON or text). Safe to call more than once.
-pub fn init(s: &LogSettings) {
-    static FLUSHER: Once = Once::new();
-    FLUSHER.call_once(|| {
-        let spawned = std::thread::Builder::new()
-            .name("log-flush".into())
-            .spawn(|| loop {
-                std::thread::sleep(FLUSH_EVERY);
-                flush();
-            });
-        if let Err(e) = spawned {
-            eprintln!("audience-gateway: cannot start the log flusher: {e}");
-        }
-    });
+/// The subscriber [`init`] installs, writing to `writer` (the benchmarks give it a sink).
+pub fn subscriber<W>(s: &LogSettings, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(&s.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(|| BufferedStderr);
-    let _ = match s.format {
-        LogFormat::Json => builder
-            .event_format(json::JsonEvent)
-            .fmt_fields(json::JsonFields)
-            .try_init(),
-        LogFormat::Text => builder
-            .event_format(TextEvent(fmt::format().compact()))
-            .try_init(),
-    };
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    match s.format {
+        LogFormat::Json => Box::new(
+            builder
+                .event_format(json::JsonEvent)
+                .fmt_fields(json::JsonFields)
+                .finish(),
+        ),
+        LogFormat::Text => Box::new(
+            builder
+                .event_format(TextEvent(fmt::format().compact()))
+                .finish(),
+        ),
+    }
 }
 
 /// The compact text line, with ` request_id=<id>` at the end while a request is served.
@@ -178,10 +149,9 @@ impl RequestContext {
 
 tokio::task_local! {
     /// The id of the request whose code is running: every log line written meanwhile
-    /// carries it (`request_id`). Set per poll of the request's future, which costs a
-    /// thread-local swap where a tracing span costs an allocation, a registry slot and
-    /// enter/exit bookkeeping.
-    pub(crate) static REQUEST_ID: Rc<str>;
+    /// carries it (`request_id`), whatever span is current. Set per poll of the request's
+    /// future, so it follows the request across awaits without a span per request.
+    pub static REQUEST_ID: Rc<str>;
 }
 
 /// The caller's `X-Request-Id` when usable, else a new v4 UUID from the thread-local

@@ -1,10 +1,13 @@
-//! The JSON log line, written straight into the output buffer.
+//! The JSON log line, built in one pass.
 //!
 //! Same shape as tracing-subscriber's `json().flatten_event(true).with_current_span(true)`
 //! (`timestamp`, `level`, the event's fields, `target`, and `span` with the current span's
-//! fields and name), plus the id of the request being served (`request_id`), but cheaper: span fields are formatted once as JSON members and pasted
-//! into each line, where tracing-subscriber parses them back into a `serde_json::Value` for
-//! every event, and no field value goes through an intermediate `String`.
+//! fields and name), plus the id of the request being served (`request_id`, a task-local
+//! that no span carries). Span fields are formatted once as JSON members and pasted into
+//! each line, where tracing-subscriber parses them back into a `serde_json::Value` for every
+//! event. Kept because every request writes an access line: `cargo bench --bench gateway --
+//! log` formats one in 0.59 µs here against 1.4 to 3.0 µs with tracing-subscriber's JSON
+//! formatter (criterion, two runs on 2 shared cores; the library row lacks `request_id`).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};

@@ -1,5 +1,6 @@
 //! Process lifecycle with the real binary: graceful shutdown on SIGTERM.
 
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ async fn sigterm_turns_not_ready_finishes_in_flight_requests_and_exits_0() {
         .env("GATEWAY_UPSTREAM__PASSWORD", "pw")
         .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("binary starts");
     let base = format!("http://127.0.0.1:{port}");
@@ -110,6 +111,25 @@ async fn sigterm_turns_not_ready_finishes_in_flight_requests_and_exits_0() {
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "listener closed"
     );
+    // Log lines are written by a worker thread; the lines queued at exit are written too.
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["target"] == "access"
+            && l["route"] == "/v1/audiences/{id}"
+            && l["status"] == 200),
+        "the drained request's access line:\n{log}"
+    );
+    assert_eq!(lines.last().unwrap()["message"], "stopped", "{log}");
 }
 
 #[test]
