@@ -503,3 +503,46 @@ pub mod vendor {
         json!({"flowId": "3f2b8c1e-6a4b-4f0e-9a55-2d1f7f0f9c1a", "segmentId": 7001})
     }
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The real binary running `serve` on a free port in front of `upstream`, with `env`
+/// (GATEWAY_* settings) on top of a service account and the test secret, its stderr piped
+/// for the log lines; returns once `/healthz` answers, with the child and its base URL.
+pub async fn serve_binary(upstream: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_audience-gateway"));
+    cmd.arg("serve")
+        .env("GATEWAY_SERVER__HOST", "127.0.0.1")
+        .env("GATEWAY_SERVER__PORT", port.to_string())
+        .env("GATEWAY_SERVER__WORKERS", "1")
+        .env("GATEWAY_UPSTREAM__BASE_URL", upstream)
+        .env("GATEWAY_UPSTREAM__USERNAME", "svc")
+        .env("GATEWAY_UPSTREAM__PASSWORD", "pw")
+        .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gateway never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, base)
+}

@@ -1,22 +1,14 @@
 //! Process lifecycle with the real binary: graceful shutdown on SIGTERM.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::vendor::{audience as audience_json, envelope, mount_login};
-use crate::helpers::SECRET;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{serve_binary, SECRET};
 
 #[actix_web::test]
 async fn sigterm_turns_not_ready_finishes_in_flight_requests_and_exits_0() {
@@ -31,32 +23,15 @@ async fn sigterm_turns_not_ready_finishes_in_flight_requests_and_exits_0() {
         )
         .mount(&mock)
         .await;
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audience-gateway"))
-        .arg("serve")
-        .env("GATEWAY_SERVER__HOST", "127.0.0.1")
-        .env("GATEWAY_SERVER__PORT", port.to_string())
-        .env("GATEWAY_SERVER__WORKERS", "1")
-        .env("GATEWAY_SERVER__SHUTDOWN_DRAIN_MS", "600")
-        .env("GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", "10")
-        .env("GATEWAY_UPSTREAM__BASE_URL", mock.uri())
-        .env("GATEWAY_UPSTREAM__USERNAME", "svc")
-        .env("GATEWAY_UPSTREAM__PASSWORD", "pw")
-        .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = serve_binary(
+        &mock.uri(),
+        &[
+            ("GATEWAY_SERVER__SHUTDOWN_DRAIN_MS", "600"),
+            ("GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", "10"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "gateway never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
         client
             .get(format!("{base}/readyz"))

@@ -3,8 +3,8 @@
 //! read after a write, and what an operator finds in the log when a call fails
 //! (docs/UPSTREAM.md).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use wiremock::matchers::{header as has_header, method, path};
@@ -404,36 +404,16 @@ async fn every_vendor_failure_is_logged_with_the_operation_status_and_the_value_
         .respond_with(ResponseTemplate::new(500).set_body_string("NullReferenceException"))
         .mount(&mock)
         .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_audience-gateway"))
-        .arg("serve")
-        .env("GATEWAY_SERVER__HOST", "127.0.0.1")
-        .env("GATEWAY_SERVER__PORT", port.to_string())
-        .env("GATEWAY_SERVER__WORKERS", "1")
-        .env("GATEWAY_LOG__FORMAT", "json")
-        .env("GATEWAY_UPSTREAM__BASE_URL", mock.uri())
-        .env("GATEWAY_UPSTREAM__USERNAME", "svc")
-        .env("GATEWAY_UPSTREAM__PASSWORD", PASSWORD)
-        .env("GATEWAY_UPSTREAM__RETRIES", "0")
-        .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let base = format!("http://127.0.0.1:{port}");
+    let (child, base) = serve_binary(
+        &mock.uri(),
+        &[
+            ("GATEWAY_LOG__FORMAT", "json"),
+            ("GATEWAY_UPSTREAM__PASSWORD", PASSWORD),
+            ("GATEWAY_UPSTREAM__RETRIES", "0"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "gateway never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mut ids = Vec::new();
     for id in [1001, 1002] {
         let resp = client
