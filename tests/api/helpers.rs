@@ -239,6 +239,7 @@ pub fn service_token(sub: &str, client_id: &str) -> String {
 /// What response headers are read from: a response, or its headers kept after the body
 /// was read.
 pub trait Headers {
+    /// The headers.
     fn header_map(&self) -> &HeaderMap;
 }
 
@@ -323,6 +324,7 @@ pub async fn assert_problem(
     headers
 }
 
+/// A 422 `validation_failed` problem naming `field`.
 pub async fn assert_validation(resp: reqwest::Response, field: &str, message: &str) {
     assert_problem(
         resp,
@@ -335,6 +337,7 @@ pub async fn assert_validation(resp: reqwest::Response, field: &str, message: &s
     .await;
 }
 
+/// A 400 `invalid_body` problem with `detail` (and `field`, when named).
 pub async fn assert_invalid_body(resp: reqwest::Response, detail: &str, field: Option<&str>) {
     assert_problem(
         resp,
@@ -365,6 +368,7 @@ pub async fn send_raw(
         .expect("request")
 }
 
+/// A JSON answer without `Set-Cookie`: its headers and body.
 pub async fn json_body(resp: reqwest::Response) -> (HeaderMap, Value) {
     let headers = resp.headers().clone();
     assert_eq!(header(&headers, "content-type"), "application/json");
@@ -372,6 +376,7 @@ pub async fn json_body(resp: reqwest::Response) -> (HeaderMap, Value) {
     (headers, resp.json().await.expect("json body"))
 }
 
+/// The values of header `name` on the last request the simulator received.
 pub fn sim_header(app: &TestApp, name: &str) -> Vec<String> {
     app.sim()
         .last_request_headers()
@@ -381,6 +386,7 @@ pub fn sim_header(app: &TestApp, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The activations of the seeded audience 1001.
 pub const ACTIVATIONS: &str = "/v1/audiences/1001/activations";
 
 /// An activation as the caller holding `bearer`.

@@ -130,6 +130,7 @@ pub async fn replica(
     app
 }
 
+/// A fresh simulator for the replicas to share.
 pub async fn simulator() -> SimulatorHandle {
     Simulator::start(SimulatorConfig::default(), "127.0.0.1:0")
         .await
@@ -170,11 +171,13 @@ pub fn command_calls(redis: &RedisServer) -> HashMap<String, u64> {
         .collect()
 }
 
+/// `/readyz`: status and body.
 pub async fn readiness(app: &TestApp) -> (u16, serde_json::Value) {
     let resp = app.get("/readyz").await;
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
+/// The `redis_up` lines of `/metrics`.
 pub async fn redis_up_metric(app: &TestApp) -> String {
     let text = app.get("/metrics").await.text().await.unwrap();
     text.lines()

@@ -12,33 +12,43 @@ use audience_sandbox::{Simulator, SimulatorConfig};
 
 use super::*;
 
+/// The RSA key the tests sign RS256 tokens with.
 pub const RSA_PRIVATE: &[u8] = include_bytes!("../keys/rsa_private.pem");
 
+/// Its public half, as the gateway is configured with it.
 pub const RSA_PUBLIC: &str = include_str!("../keys/rsa_public.pem");
 
+/// A second RSA key, for rotation and foreign-key tests.
 pub const RSA2_PRIVATE: &[u8] = include_bytes!("../keys/rsa2_private.pem");
 
+/// The P-256 key the tests sign ES256 tokens with.
 pub const EC_PRIVATE: &[u8] = include_bytes!("../keys/ec_private.pem");
 
+/// Its public half.
 pub const EC_PUBLIC: &str = include_str!("../keys/ec_public.pem");
 
+/// The setting holding the HS256 secret, to leave it out.
 pub const HS_SECRET_ENV: &str = "GATEWAY_AUTH__HS256_SECRET";
 
 /// A route needing `audiences:read`, served by the simulator.
 pub const READ_PATH: &str = "/v1/audiences/1001";
 
+/// [`RSA_PRIVATE`] as a signing key.
 pub fn rsa_key() -> EncodingKey {
     EncodingKey::from_rsa_pem(RSA_PRIVATE).expect("test RSA key")
 }
 
+/// [`RSA2_PRIVATE`] as a signing key.
 pub fn rsa2_key() -> EncodingKey {
     EncodingKey::from_rsa_pem(RSA2_PRIVATE).expect("second test RSA key")
 }
 
+/// [`EC_PRIVATE`] as a signing key.
 pub fn ec_key() -> EncodingKey {
     EncodingKey::from_ec_pem(EC_PRIVATE).expect("test EC key")
 }
 
+/// Seconds since the epoch.
 pub fn now() -> u64 {
     get_current_timestamp()
 }
@@ -48,10 +58,12 @@ pub fn claims() -> Value {
     json!({"sub": "auth-tester", "scope": "audiences:read", "iat": now(), "exp": now() + 600})
 }
 
+/// A token of `claims` under `header`, signed with `key`.
 pub fn sign(header: &Header, claims: &Value, key: &EncodingKey) -> String {
     encode(header, claims, key).expect("sign")
 }
 
+/// A token of `claims` signed with the test gateways' HS256 secret.
 pub fn hs256(claims: &Value) -> String {
     sign(
         &Header::new(Algorithm::HS256),
@@ -60,6 +72,7 @@ pub fn hs256(claims: &Value) -> String {
     )
 }
 
+/// A JWT header for `alg` naming key `kid`.
 pub fn with_kid(alg: Algorithm, kid: &str) -> Header {
     let mut h = Header::new(alg);
     h.kid = Some(kid.into());
@@ -80,6 +93,7 @@ pub async fn gateway(overrides: &[(&str, &str)], without: &[&str]) -> TestApp {
     spawn_settings(settings, Some(sim)).await
 }
 
+/// A read with `token` is answered 200.
 pub async fn assert_accepted(app: &TestApp, token: &str) {
     let resp = app.get_as(READ_PATH, token, &[]).await;
     let status = resp.status();
