@@ -49,6 +49,23 @@ impl Operation {
         }
     }
 
+    /// The operation called `name`, as `name` gives it.
+    pub(crate) fn named(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|op| op.name() == name)
+    }
+
+    /// Whether the operation changes vendor data when the vendor carries it out.
+    pub(crate) fn is_write(self) -> bool {
+        matches!(
+            self,
+            Operation::CreateAudience
+                | Operation::UpdateAudience
+                | Operation::ActivateAudience
+                | Operation::DeleteAudience
+                | Operation::CreateCampaign
+        )
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -73,6 +90,10 @@ pub(crate) struct Shared {
     error_rate_bits: AtomicU64,
     down: AtomicBool,
     counters: [AtomicU64; Operation::ALL.len()],
+    /// Writes carried out per operation: unlike `counters`, no refused, failed or
+    /// session-rejected call is in them, so a test can tell a duplicate write from a retry
+    /// the vendor never ran.
+    writes: [AtomicU64; Operation::ALL.len()],
     last_headers: Mutex<Vec<(String, String)>>,
 }
 
@@ -90,6 +111,7 @@ impl Shared {
             error_rate_bits: AtomicU64::new(0.0_f64.to_bits()),
             down: AtomicBool::new(false),
             counters: Default::default(),
+            writes: Default::default(),
             last_headers: Mutex::new(Vec::new()),
         };
         shared.set_latency(config.latency);
@@ -141,6 +163,17 @@ impl Shared {
 
     pub(crate) fn call_count(&self, operation: Operation) -> u64 {
         self.counters[operation.index()].load(Ordering::Relaxed)
+    }
+
+    /// Records that the vendor carried out `operation`; only writes are counted.
+    pub(crate) fn count_carried_out(&self, operation: Operation) {
+        if operation.is_write() {
+            self.writes[operation.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn write_count(&self, operation: Operation) -> u64 {
+        self.writes[operation.index()].load(Ordering::Relaxed)
     }
 
     pub(crate) fn latency(&self) -> Duration {

@@ -179,7 +179,10 @@ pub(crate) async fn dispatch(
         }
     }
     match vendor_call(call, &body, &sim) {
-        Ok(reply) => answer(reply, style),
+        Ok(reply) => {
+            sim.count_carried_out(call.operation());
+            answer(reply, style)
+        }
         Err(rejection) if style.problem_details => problem::rejection(&rejection),
         Err(rejection) if style.loose_data => HttpResponse::Ok().json(loose::failure(&rejection)),
         Err(rejection) => failure(&rejection),
@@ -485,8 +488,16 @@ fn handle_admin(admin: Admin, body: &[u8], sim: &Shared) -> HttpResponse {
                 .iter()
                 .map(|op| (op.name().to_owned(), json!(sim.call_count(*op))))
                 .collect();
-            HttpResponse::Ok()
-                .json(json!({"logins": sim.call_count(Operation::Login), "calls": calls}))
+            let writes: serde_json::Map<String, Value> = Operation::ALL
+                .iter()
+                .filter(|op| op.is_write())
+                .map(|op| (op.name().to_owned(), json!(sim.write_count(*op))))
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "logins": sim.call_count(Operation::Login),
+                "calls": calls,
+                "writes": writes,
+            }))
         }
         Admin::Faults => faults(sim),
         Admin::SetFaults => {

@@ -100,7 +100,10 @@
 //!   (absent knobs keep their value; answers the current knobs; HTTP 400 on a bad body or
 //!   an `errorRate` outside 0.0-1.0);
 //! - `GET /__sim/stats` → `{"logins": n, "calls": {"login": n, "createAudience": n, ...}}`
-//!   (every request routed to the operation, whatever its outcome);
+//!   (every request routed to the operation, whatever its outcome), and `"writes":
+//!   {"createAudience": n, "updateAudience": n, "activateAudience": n, "deleteAudience": n,
+//!   "createCampaign": n}` (only the writes the simulator carried out: a call refused,
+//!   failed by a fault or answered as an expired session is not among them);
 //! - `GET /__sim/style`, `POST /__sim/style` `{"expiryStyle"?, "vendorStyle"?}` (names as
 //!   their `FromStr` takes them; absent ones keep their value; answers the current styles
 //!   by canonical name, e.g. `{"expiryStyle": "login-page", "vendorStyle":
@@ -452,10 +455,16 @@ impl SimulatorHandle {
     /// "activateAudience", "loadAudience", "deleteAudience", "createCampaign",
     /// "loadPlatformAccounts"), whatever their outcome; 0 for an unknown name.
     pub fn call_count(&self, operation: &str) -> u64 {
-        Operation::ALL
-            .iter()
-            .find(|op| op.name() == operation)
-            .map_or(0, |op| self.shared.call_count(*op))
+        Operation::named(operation).map_or(0, |op| self.shared.call_count(op))
+    }
+
+    /// Writes the simulator carried out for `operation` ("createAudience",
+    /// "updateAudience", "activateAudience", "deleteAudience", "createCampaign"): unlike
+    /// [`call_count`](Self::call_count), a call refused, failed by a fault or answered as an
+    /// expired session is not counted, so a test can prove a write happened exactly once.
+    /// 0 for a read, the login or an unknown name.
+    pub fn writes(&self, operation: &str) -> u64 {
+        Operation::named(operation).map_or(0, |op| self.shared.write_count(op))
     }
 
     /// Headers (lower-case names) of the most recent vendor call other than the login.

@@ -1,6 +1,7 @@
 //! The simulator over HTTP, as the gateway and its tests see it.
 
 mod styles;
+mod writes;
 
 use std::time::{Duration, Instant};
 
