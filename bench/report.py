@@ -107,13 +107,13 @@ def plot(runs, notes, path):
     import matplotlib.pyplot as plt
 
     fig, (rps_ax, cpu_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    drawn = False
+    drawn = set()
     for name, label, style in SWEEP:
         points = sorted((r["conns"], r) for r in runs.get(name, []))
         if not points:
             continue
-        drawn = True
         conns = [c for c, _ in points]
+        drawn.update(conns)
         rps_ax.plot(conns, [r["rps"] for _, r in points], style, label=label)
         cpu = [(c, cpu_per_req(r)) for c, r in points if cpu_per_req(r) is not None]
         cpu_ax.plot([c for c, _ in cpu], [v for _, v in cpu], style, label=label)
@@ -124,6 +124,7 @@ def plot(runs, notes, path):
         (cpu_ax, "server CPU per request (lower is better)", "CPU µs per request"),
     ):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(drawn), [str(c) for c in sorted(drawn)])
         ax.set_xlabel("wrk connections")
         ax.set_ylabel(unit)
         ax.set_title(title)
