@@ -552,3 +552,26 @@ pub async fn serve_binary(upstream: &str, env: &[(&str, &str)]) -> (std::process
     }
     (child, base)
 }
+
+/// Checks a problem body whole: `rest` holds what is not derived from `status` and `code`
+/// (the request id is checked by `problem`).
+pub async fn assert_problem_with(
+    resp: reqwest::Response,
+    status: u16,
+    code: &str,
+    rest: Value,
+    case: &str,
+) {
+    assert_eq!(resp.status(), status, "{case}");
+    let body = problem(resp).await;
+    let mut expected = json!({
+        "type": format!("urn:audience-gateway:problem:{code}"),
+        "status": status,
+        "code": code,
+        "requestId": body["requestId"],
+    });
+    for (key, value) in rest.as_object().expect("object") {
+        expected[key] = value.clone();
+    }
+    assert_eq!(body, expected, "{case}");
+}

@@ -26,3 +26,4 @@ mod secrets;
 mod smoke;
 mod upstream;
 mod vendor_faults;
+mod vendor_styles;
