@@ -18,6 +18,10 @@ ROWS = [
     ("a  cached GET, HS256", "a_cached_hs256", "base_static", "minimal handler"),
     ("baseline: minimal handler, RS256 req", "base_static_rs", None, ""),
     ("b  cached GET, RS256", "b_cached_rs256", "base_static_rs", "minimal handler"),
+    ("baseline: a, --against build", "against_a_cached_hs256", None, ""),
+    ("a  (same run, against REV)", "a_cached_hs256", "against_a_cached_hs256", "--against build"),
+    ("baseline: b, --against build", "against_b_cached_rs256", None, ""),
+    ("b  (same run, against REV)", "b_cached_rs256", "against_b_cached_rs256", "--against build"),
     ("baseline: minimal handler, mimalloc", "base_static_mi", None, ""),
     ("a  (same run, other baseline)", "a_cached_hs256", "base_static_mi", "handler on mimalloc"),
     ("baseline: minimal handler, Origin req", "base_static_origin", None, ""),
@@ -25,6 +29,8 @@ ROWS = [
     ("baseline: simulator GET direct", "base_upstream_get", None, ""),
     ("baseline: reqwest forwarder", "base_forward", None, ""),
     ("c  miss GET (cache off)", "c_miss", "base_forward", "forwarder"),
+    ("baseline: c, --against build", "against_c_miss", None, ""),
+    ("c  (same run, against REV)", "c_miss", "against_c_miss", "--against build"),
     ("baseline: simulator activate", "base_upstream_activate", None, ""),
     ("baseline: forwarder activate", "base_forward_activate", None, ""),
     ("d  POST activation", "d_activate", "base_forward_activate", "forwarder"),
@@ -158,6 +164,8 @@ def main():
         f"(CPUs {notes.get('busy_before_pct', '?')}% busy before start), "
         f"after {notes.get('loadavg_after', '?')}; median of {rounds} round(s)"
     )
+    if "against" in notes:
+        out.append(f"--against build: {notes['against']}")
     head = (
         f"{'scenario':34} {'conns':>5} {'req/s':>9} {'ratio':>6} {'p50':>10} {'ratio':>6} "
         f"{'p99':>10} {'ratio':>6} {'cpu/req':>9} {'ratio':>6} {'non2xx':>7}  baseline"

@@ -147,6 +147,11 @@ impl RequestContext {
     }
 }
 
+/// The route template of an answer given before routing (a response extension): such an
+/// answer is logged and counted under it without resolving the path against every route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route(pub &'static str);
+
 tokio::task_local! {
     /// The id of the request whose code is running: every log line written meanwhile
     /// carries it (`request_id`), whatever span is current. Set per poll of the request's
@@ -202,9 +207,14 @@ pub async fn request_context(
             .await?
             .map_into_boxed_body()
     };
-    // Resolved from the path when no route ran (a cache hit, a refused preflight).
-    let route = res.request().match_pattern();
-    let route = route.as_deref().unwrap_or("unmatched");
+    // An answer given before routing names its route; otherwise the matched pattern, or
+    // the path resolved against the routes when none ran (a refused preflight).
+    let named = res.response().extensions().get::<Route>().map(|r| r.0);
+    let matched = match named {
+        Some(_) => None,
+        None => res.request().match_pattern(),
+    };
+    let route = named.or(matched.as_deref()).unwrap_or("unmatched");
     let caller = res
         .request()
         .extensions()

@@ -24,6 +24,7 @@ use futures_util::TryFutureExt;
 
 use super::{AudienceCache, Outcome, Representation, View};
 use crate::auth::Read;
+use crate::telemetry::Route;
 use crate::AppState;
 
 /// The middleware described in the module docs (`App::wrap(HttpCache)`).
@@ -102,7 +103,9 @@ async fn fresh_answer(req: &HttpRequest, id: i64, view: View) -> Option<HttpResp
     state.auth.authorize::<Read>(req).await.ok()?;
     let (entry, outcome) = state.cache.fresh(state.upstream.identity(), id).await?;
     // A part that cannot be shown goes to the handler, which answers the problem.
-    Some(respond(&state.cache, req, entry.view(view).ok()?, outcome))
+    let mut response = respond(&state.cache, req, entry.view(view).ok()?, outcome);
+    response.extensions_mut().insert(Route(route_of(view)));
+    Some(response)
 }
 
 /// The audience reads this layer answers: `(id, view)` of `/v1/audiences/{id}`,
@@ -117,6 +120,15 @@ fn cached_read(path: &str) -> Option<(i64, View)> {
     };
     let id = id.parse().ok()?;
     crate::domain::check_id("id", id).ok().map(|id| (id, view))
+}
+
+/// The route template of each read [`cached_read`] takes, as routing names it.
+fn route_of(view: View) -> &'static str {
+    match view {
+        View::Audience => "/v1/audiences/{id}",
+        View::Insights => "/v1/audiences/{id}/insights",
+        View::Uploads => "/v1/audiences/{id}/uploads",
+    }
 }
 
 /// Whether the request asks to bypass the cache (`Cache-Control: no-cache` or `max-age=0`).
