@@ -191,17 +191,17 @@ impl PostgresServer {
         )
     }
 
-    /// Stops the server (as a crash would) and waits for it to be gone.
+    /// Stops the server at once (`pg_ctl stop -m immediate`, as a crash would; `runuser`
+    /// does not pass signals on) and waits for it to be gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // runuser passes the signal on to postgres; SIGKILL of runuser would not.
-            let _ = Command::new("kill")
-                .args(["-QUIT", &child.id().to_string()])
+            let _ = self
+                .command("pg_ctl")
+                .args(["stop", "-m", "immediate", "-w", "-D"])
+                .arg(self.data())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
             let _ = child.kill();
             let _ = child.wait();
             self.wait_gone();
