@@ -512,7 +512,7 @@ mod tests {
                 assert_eq!(scopes.as_array().map(Vec::len), Some(1), "{method} {path}");
             }
         }
-        assert_eq!(seen, 9);
+        assert_eq!(seen, 11);
     }
 
     #[test]
