@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need (apt, pip, npm), then runs the
-# Rust tests (unit + black-box, with a real redis-server), the OpenAPI verification
+# Rust tests (unit + black-box, with a real redis-server and PostgreSQL server), the OpenAPI verification
 # (linters, Schemathesis, a headless-Chromium Swagger UI test), the TypeScript client's
 # checks (generated types current, tsc --strict, its Node test) and the deployment checks
 # (hadolint, helm lint, kubernetes-validate, the Dockerfile's build commands outside Docker).
@@ -25,6 +25,10 @@ apt_install() {
 
 apt_install redis-server
 command -v redis-server >/dev/null || { echo "redis-server is required" >&2; exit 1; }
+# The ledger tests start their own PostgreSQL servers from /usr/lib/postgresql/<v>/bin
+# (as the postgres user when run as root); the package's cluster service is not used.
+apt_install postgresql
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { echo "postgresql is required" >&2; exit 1; }
 
 # The /metrics test parses the scrape with the Prometheus Python client's OpenMetrics parser.
 test_venv=.tools/test-venv

@@ -232,6 +232,64 @@ pub struct Activation {
     pub segment_id: i64,
 }
 
+/// An activation made through the gateway, as its ledger keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"audienceId": 1001, "flowId": "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1", "segmentId": 88001,
+    "accountId": 501, "accountName": "Acme Meta", "name": "Newsletter - Meta", "description": "Q1 push",
+    "startDate": "2026-01-01T00:00:00Z", "endDate": "2026-03-31T23:59:59Z", "activatedAt": "2025-12-16T09:30:00.123456Z",
+    "sub": "alice", "clientId": null, "requestId": "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a",
+    "idempotencyKey": "5b0f3e0c-8f7e-4a58-9d4e-0b7e1c2d3f40", "audienceDeletedAt": null}))]
+pub struct ActivationRecord {
+    /// The activated audience.
+    pub audience_id: i64,
+    /// The vendor's activation flow id.
+    pub flow_id: String,
+    /// Segment created on the platform.
+    pub segment_id: i64,
+    /// The platform account.
+    pub account_id: i64,
+    /// The platform account's name when the gateway knew it at activation time.
+    pub account_name: Option<String>,
+    /// Segment name.
+    pub name: String,
+    /// Segment description.
+    pub description: String,
+    /// Start of the activation, RFC 3339.
+    pub start_date: String,
+    /// End of the activation, RFC 3339.
+    pub end_date: String,
+    /// When the vendor accepted the activation (RFC 3339, UTC, microseconds).
+    pub activated_at: String,
+    /// The caller's `sub` claim.
+    pub sub: String,
+    /// The caller's client id claim, for service tokens.
+    pub client_id: Option<String>,
+    /// Request id of the activation (`X-Request-Id`).
+    pub request_id: String,
+    /// The `Idempotency-Key` the activation was sent with.
+    pub idempotency_key: Option<String>,
+    /// When the audience was deleted through the gateway; the history is kept.
+    pub audience_deleted_at: Option<String>,
+}
+
+/// One page of an audience's activation history, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"items": [{"audienceId": 1001, "flowId": "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1", "segmentId": 88001,
+    "accountId": 501, "accountName": "Acme Meta", "name": "Newsletter - Meta", "description": "Q1 push",
+    "startDate": "2026-01-01T00:00:00Z", "endDate": "2026-03-31T23:59:59Z", "activatedAt": "2025-12-16T09:30:00.123456Z",
+    "sub": "alice", "clientId": null, "requestId": "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a",
+    "idempotencyKey": null, "audienceDeletedAt": null}],
+    "nextCursor": "djE6MTc2NTg3NzQwMDEyMzQ1Njo3ZDlmOGI1Mi0xYzFlLTRhNDMtOWE1My01OGYyYzJkN2EwYjE"}))]
+pub struct ActivationHistory {
+    /// Activations, newest first.
+    pub items: Vec<ActivationRecord>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// Body of `POST /v1/campaigns`.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

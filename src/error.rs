@@ -27,6 +27,10 @@ pub enum ApiError {
     InvalidPath { field: String, detail: String },
     #[error("{field}: {detail}")]
     InvalidHeader { field: String, detail: String },
+    #[error("{field}: {detail}")]
+    InvalidQuery { field: String, detail: String },
+    #[error("cursor: not a cursor this API returned")]
+    InvalidCursor,
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
     #[error("the request body must be application/json")]
@@ -72,6 +76,8 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("the Digital Audience API is unavailable")]
     UpstreamUnavailable { retry_after: Option<Duration> },
+    #[error("the activation history cannot be read right now")]
+    LedgerUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -92,6 +98,12 @@ impl ApiError {
                 "Invalid path parameter",
             ),
             InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header"),
+            InvalidQuery { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "Invalid query parameter",
+            ),
+            InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor", "Invalid cursor"),
             Validation { .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation_failed",
@@ -177,6 +189,11 @@ impl ApiError {
                 "upstream_unavailable",
                 "Service unavailable",
             ),
+            LedgerUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ledger_unavailable",
+                "Service unavailable",
+            ),
             Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -209,7 +226,9 @@ impl ApiError {
         let field = match self {
             ApiError::Validation { field, .. }
             | ApiError::InvalidPath { field, .. }
-            | ApiError::InvalidHeader { field, .. } => Some(field.clone()),
+            | ApiError::InvalidHeader { field, .. }
+            | ApiError::InvalidQuery { field, .. } => Some(field.clone()),
+            ApiError::InvalidCursor => Some("cursor".into()),
             ApiError::InvalidBody { field, .. } | ApiError::UpstreamRejected { field, .. } => {
                 field.clone()
             }

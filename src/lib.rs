@@ -10,6 +10,7 @@ pub mod coherence;
 pub mod domain;
 pub mod error;
 pub mod idempotency;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

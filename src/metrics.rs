@@ -97,6 +97,9 @@ pub struct Metrics {
     redis_up: Gauge<i64, AtomicI64>,
     cache_entries: Gauge<i64, AtomicI64>,
     cache_bytes: Gauge<i64, AtomicI64>,
+    ledger_writes: Family<ResultLabels, Counter>,
+    ledger_up: Gauge<i64, AtomicI64>,
+    ledger_pending: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -123,6 +126,9 @@ impl Metrics {
         let redis_up = Gauge::<i64, AtomicI64>::default();
         let cache_entries = Gauge::<i64, AtomicI64>::default();
         let cache_bytes = Gauge::<i64, AtomicI64>::default();
+        let ledger_writes = Family::default();
+        let ledger_up = Gauge::<i64, AtomicI64>::default();
+        let ledger_pending = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "http_request_duration_seconds",
             "HTTP requests by route template, method and status (count and latency)",
@@ -168,6 +174,21 @@ impl Metrics {
             "Weighted size of the read cache in bytes: bodies, ETags and bookkeeping",
             cache_bytes.clone(),
         );
+        registry.register(
+            "ledger_writes",
+            "Activation ledger writes by result (written, failed and queued, retried from the queue, dropped with the queue full)",
+            ledger_writes.clone(),
+        );
+        registry.register(
+            "ledger_up",
+            "1 when the activation ledger's database answers, 0 when not",
+            ledger_up.clone(),
+        );
+        registry.register(
+            "ledger_pending_writes",
+            "Ledger writes waiting in the in-process retry queue",
+            ledger_pending.clone(),
+        );
         redis_up.set(-1);
         Self {
             registry,
@@ -181,6 +202,9 @@ impl Metrics {
             redis_up,
             cache_entries,
             cache_bytes,
+            ledger_writes,
+            ledger_up,
+            ledger_pending,
         }
     }
 
@@ -237,6 +261,24 @@ impl Metrics {
     /// Redis reachability.
     pub fn redis_up(&self, up: bool) {
         self.redis_up.set(i64::from(up));
+    }
+
+    /// One ledger write: `written`, `failed` (queued), `retried` or `dropped`.
+    pub fn ledger_write(&self, result: &'static str) {
+        self.ledger_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Ledger database reachability.
+    pub fn ledger_up(&self, up: bool) {
+        self.ledger_up.set(i64::from(up));
+    }
+
+    /// Writes in the ledger's retry queue.
+    pub fn ledger_pending(&self, pending: usize) {
+        self.ledger_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Size of the audience cache.

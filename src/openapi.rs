@@ -111,7 +111,7 @@ fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
     vec![
         (
             "BadRequest",
-            "Malformed request: invalid JSON, path parameter or header",
+            "Malformed request: invalid JSON, path parameter, header, query parameter or cursor",
             vec![
                 ApiError::InvalidBody {
                     detail: "the body is not valid JSON: expected value".into(),
@@ -125,6 +125,11 @@ fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
                     field: "Idempotency-Key".into(),
                     detail: "must be 1 to 255 visible ASCII characters".into(),
                 },
+                ApiError::InvalidQuery {
+                    field: "limit".into(),
+                    detail: "must be an integer".into(),
+                },
+                ApiError::InvalidCursor,
             ],
         ),
         (
@@ -143,7 +148,7 @@ fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
         ),
         (
             "NotFound",
-            "The audience does not exist",
+            "The audience (or, by flow id, the activation) does not exist",
             vec![ApiError::NotFound {
                 what: "audience 1001".into(),
             }],
@@ -205,7 +210,7 @@ fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
         ),
         (
             "ServiceUnavailable",
-            "The Digital Audience API, the JWKS endpoint or (for activations) the shared rate-limit store is unavailable; see `Retry-After` when present",
+            "The Digital Audience API, the JWKS endpoint, (for activations) the shared rate-limit store or (for the activation history) the ledger database is unavailable; see `Retry-After` when present",
             vec![
                 ApiError::UpstreamUnavailable {
                     retry_after: Some(Duration::from_secs(30)),
@@ -214,6 +219,7 @@ fn shared_errors() -> Vec<(&'static str, &'static str, Vec<ApiError>)> {
                 ApiError::RateLimitUnavailable {
                     retry_after: Duration::from_secs(1),
                 },
+                ApiError::LedgerUnavailable,
             ],
         ),
         (
@@ -506,7 +512,7 @@ mod tests {
                 assert_eq!(scopes.as_array().map(Vec::len), Some(1), "{method} {path}");
             }
         }
-        assert_eq!(seen, 9);
+        assert_eq!(seen, 11);
     }
 
     #[test]

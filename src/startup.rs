@@ -22,6 +22,7 @@ use crate::coherence::{Event, Invalidation, LocalInvalidation};
 use crate::error::ApiError;
 use crate::idempotency::redis::SharedIdempotency;
 use crate::idempotency::{IdempotencyStore, LocalIdempotency};
+use crate::ledger::Ledger;
 use crate::limits::redis::SharedLimiter;
 use crate::limits::{ActivationLimiter, LocalLimiter};
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub limiter: Arc<dyn ActivationLimiter>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub invalidation: Arc<dyn Invalidation>,
+    /// The activation history.
+    pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     /// The Redis-backed shared state, when `redis.url` is set.
     pub redis: Option<SharedState>,
@@ -47,7 +50,8 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state: Redis-backed shared state when `redis.url` is set, in-process
-    /// implementations otherwise. Redis is connected by the tasks `run_until_stopped` starts.
+    /// implementations otherwise. Redis is connected by the tasks `run_until_stopped` starts;
+    /// the ledger starts on its own thread here.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let budget = settings.server.request_budget;
@@ -71,6 +75,7 @@ impl AppState {
             limiter,
             idempotency,
             invalidation,
+            ledger: Ledger::start(&settings.ledger, metrics.clone())?,
             metrics,
             redis,
             settings: Arc::new(settings),

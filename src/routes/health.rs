@@ -25,7 +25,8 @@ pub struct Health {
 /// Readiness answer, with the state of what the gateway depends on.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({"status": "ready", "shuttingDown": false, "keys": "static", "upstream": {"circuit": "closed"}, "redis": "disabled"}))]
+#[schema(example = json!({"status": "ready", "shuttingDown": false, "keys": "static", "upstream": {"circuit": "closed"}, "redis": "disabled",
+    "ledger": {"backend": "sqlite", "state": "up", "pendingWrites": 0}}))]
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: &'static str,
@@ -37,6 +38,21 @@ pub struct Readiness {
     pub upstream: UpstreamHealth,
     /// `disabled`, `up` or `down`.
     pub redis: &'static str,
+    /// The activation ledger; reported, but it does not fail readiness.
+    pub ledger: LedgerHealth,
+}
+
+/// The activation ledger as the gateway sees it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"backend": "postgres", "state": "down", "pendingWrites": 3}))]
+pub struct LedgerHealth {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// `starting` (migrations not applied yet), `up` or `down`.
+    pub state: &'static str,
+    /// Activations accepted by the vendor and waiting to be written, retried until written.
+    pub pending_writes: usize,
 }
 
 /// Upstream health as the gateway sees it.
@@ -60,8 +76,8 @@ async fn healthz() -> Result<HttpResponse, ApiError> {
 /// Readiness probe
 ///
 /// 200 when settings are valid, keys are loaded (JWKS mode) and shutdown has not begun; 503
-/// otherwise. Upstream trouble is reported in the body but does not fail readiness, so an
-/// upstream outage cannot take every replica out of the Service.
+/// otherwise. Upstream and ledger trouble is reported in the body but does not fail
+/// readiness, so an outage of either cannot take every replica out of the Service.
 #[utoipa::path(operation_id = "getReadiness", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -84,6 +100,11 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             circuit: state.upstream.breaker_state().name(),
         },
         redis: state.redis_state(),
+        ledger: LedgerHealth {
+            backend: state.ledger.backend(),
+            state: state.ledger.state(),
+            pending_writes: state.ledger.pending(),
+        },
     };
     let status = if ready {
         StatusCode::OK

@@ -12,6 +12,7 @@ mod auth;
 mod cache;
 mod duration;
 mod idempotency;
+mod ledger;
 mod log;
 mod rate_limit;
 mod redis;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 pub use auth::{AuthSettings, JwtAlgorithm};
 pub use cache::CacheSettings;
 pub use idempotency::IdempotencySettings;
+pub use ledger::{LedgerBackend, LedgerSettings, SQLITE_FILE};
 pub use log::{LogFormat, LogSettings};
 pub use rate_limit::RateLimitSettings;
 pub use redis::{LimiterFallback, RedisSettings};
@@ -62,6 +64,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     #[serde(default)]
     pub redis: RedisSettings,
+    #[serde(default)]
+    pub ledger: LedgerSettings,
 }
 
 impl Settings {
@@ -122,7 +126,8 @@ impl Settings {
         self.server.validate()?;
         self.rate_limit.validate()?;
         self.cache.validate()?;
-        self.redis.validate()
+        self.redis.validate()?;
+        self.ledger.validate()
     }
 }
 

@@ -645,7 +645,7 @@ impl Attempt {
 /// Delay before retry number `attempt` (from 1): `base` doubled per attempt, capped at
 /// [`MAX_BACKOFF`], plus up to as much again of random jitter so that replicas retrying
 /// together spread out.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);

@@ -18,6 +18,8 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+pub mod ledger_db;
+pub mod postgres_server;
 pub mod redis_server;
 pub mod tokens;
 
@@ -34,9 +36,26 @@ pub struct TestApp {
     pub sim: Option<SimulatorHandle>,
 }
 
+/// Password in the ledger URLs of the PostgreSQL tests (which must never leak).
+pub const LEDGER_PASSWORD: &str = "ledger-pw-8c1e0d";
+
+/// A directory of its own for a gateway's SQLite ledger, under the system's temporary
+/// directory: gateways never share a ledger unless a test says so.
+pub fn fresh_ledger_dir() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir()
+        .join(format!("ag-ledger-{}", std::process::id()))
+        .join(n.to_string())
+        .display()
+        .to_string()
+}
+
 /// Settings environment for a gateway in front of `upstream`, plus `overrides`.
 pub fn test_env(upstream: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    let ledger_dir = fresh_ledger_dir();
     let mut env: HashMap<String, String> = [
+        ("GATEWAY_LEDGER__DIR", ledger_dir.as_str()),
         ("GATEWAY_SERVER__HOST", "127.0.0.1"),
         ("GATEWAY_SERVER__PORT", "0"),
         ("GATEWAY_SERVER__WORKERS", "1"),

@@ -15,6 +15,8 @@ mod forwarding;
 mod helpers;
 mod hostile;
 mod idempotency;
+mod ledger;
+mod ledger_requests;
 mod lifecycle;
 mod openapi;
 mod ops;

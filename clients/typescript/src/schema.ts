@@ -88,7 +88,7 @@ export interface paths {
         /**
          * Delete an audience
          * @description Deletes the audience and all connected data. Send `If-Match` to delete only the version
-         *     you read.
+         *     you read. Its activation history is kept, marked with the time of deletion.
          */
         delete: operations["deleteAudience"];
         options?: never;
@@ -108,16 +108,45 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List an audience's activations
+         * @description The activations made through the gateway, newest first, a page at a time: pass the
+         *     `nextCursor` of a page as `cursor` to get the next one, with the same filters. The
+         *     history is kept when the audience is deleted (`audienceDeletedAt`); an audience never
+         *     activated through the gateway has an empty history.
+         */
+        get: operations["listAudienceActivations"];
         put?: never;
         /**
          * Activate an audience
          * @description Pushes the audience as a segment to an ad platform account. Activations are rate-limited
          *     per caller and globally (see `RateLimit-Policy` and `RateLimit`); a refused activation
          *     never reaches the upstream. Send an `Idempotency-Key` so a retry after a timeout returns
-         *     the original activation instead of creating a second one.
+         *     the original activation instead of creating a second one. Every accepted activation is
+         *     recorded in the gateway's activation history (`Location` reads it back).
          */
         post: operations["activateAudience"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/audiences/{id}/activations/{flowId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get one activation
+         * @description One activation made through the gateway, by the `flowId` of its answer (the activation's
+         *     `Location` points here).
+         */
+        get: operations["getAudienceActivation"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -196,8 +225,8 @@ export interface paths {
         /**
          * Readiness probe
          * @description 200 when settings are valid, keys are loaded (JWKS mode) and shutdown has not begun; 503
-         *     otherwise. Upstream trouble is reported in the body but does not fail readiness, so an
-         *     upstream outage cannot take every replica out of the Service.
+         *     otherwise. Upstream and ledger trouble is reported in the body but does not fail
+         *     readiness, so an outage of either cannot take every replica out of the Service.
          */
         get: operations["getReadiness"];
         put?: never;
@@ -259,6 +288,98 @@ export interface components {
              * @description Segment created on the platform.
              */
             segmentId: number;
+        };
+        /**
+         * @description One page of an audience's activation history, newest first.
+         * @example {
+         *       "items": [
+         *         {
+         *           "accountId": 501,
+         *           "accountName": "Acme Meta",
+         *           "activatedAt": "2025-12-16T09:30:00.123456Z",
+         *           "audienceDeletedAt": null,
+         *           "audienceId": 1001,
+         *           "clientId": null,
+         *           "description": "Q1 push",
+         *           "endDate": "2026-03-31T23:59:59Z",
+         *           "flowId": "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1",
+         *           "idempotencyKey": null,
+         *           "name": "Newsletter - Meta",
+         *           "requestId": "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a",
+         *           "segmentId": 88001,
+         *           "startDate": "2026-01-01T00:00:00Z",
+         *           "sub": "alice"
+         *         }
+         *       ],
+         *       "nextCursor": "djE6MTc2NTg3NzQwMDEyMzQ1Njo3ZDlmOGI1Mi0xYzFlLTRhNDMtOWE1My01OGYyYzJkN2EwYjE"
+         *     }
+         */
+        ActivationHistory: {
+            /** @description Activations, newest first. */
+            items: components["schemas"]["ActivationRecord"][];
+            /** @description Pass as `cursor` to get the next page; absent on the last page. */
+            nextCursor?: string | null;
+        };
+        /**
+         * @description An activation made through the gateway, as its ledger keeps it.
+         * @example {
+         *       "accountId": 501,
+         *       "accountName": "Acme Meta",
+         *       "activatedAt": "2025-12-16T09:30:00.123456Z",
+         *       "audienceDeletedAt": null,
+         *       "audienceId": 1001,
+         *       "clientId": null,
+         *       "description": "Q1 push",
+         *       "endDate": "2026-03-31T23:59:59Z",
+         *       "flowId": "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1",
+         *       "idempotencyKey": "5b0f3e0c-8f7e-4a58-9d4e-0b7e1c2d3f40",
+         *       "name": "Newsletter - Meta",
+         *       "requestId": "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a",
+         *       "segmentId": 88001,
+         *       "startDate": "2026-01-01T00:00:00Z",
+         *       "sub": "alice"
+         *     }
+         */
+        ActivationRecord: {
+            /**
+             * Format: int64
+             * @description The activated audience.
+             */
+            audienceId: number;
+            /** @description The vendor's activation flow id. */
+            flowId: string;
+            /**
+             * Format: int64
+             * @description Segment created on the platform.
+             */
+            segmentId: number;
+            /**
+             * Format: int64
+             * @description The platform account.
+             */
+            accountId: number;
+            /** @description The platform account's name when the gateway knew it at activation time. */
+            accountName?: string | null;
+            /** @description Segment name. */
+            name: string;
+            /** @description Segment description. */
+            description: string;
+            /** @description Start of the activation, RFC 3339. */
+            startDate: string;
+            /** @description End of the activation, RFC 3339. */
+            endDate: string;
+            /** @description When the vendor accepted the activation (RFC 3339, UTC, microseconds). */
+            activatedAt: string;
+            /** @description The caller's `sub` claim. */
+            sub: string;
+            /** @description The caller's client id claim, for service tokens. */
+            clientId?: string | null;
+            /** @description Request id of the activation (`X-Request-Id`). */
+            requestId: string;
+            /** @description The `Idempotency-Key` the activation was sent with. */
+            idempotencyKey?: string | null;
+            /** @description When the audience was deleted through the gateway; the history is kept. */
+            audienceDeletedAt?: string | null;
         };
         /**
          * @description An audience as the gateway presents it.
@@ -499,6 +620,22 @@ export interface components {
             identifiers: components["schemas"]["IdentifierStats"][];
         };
         /**
+         * @description The activation ledger as the gateway sees it.
+         * @example {
+         *       "backend": "postgres",
+         *       "pendingWrites": 3,
+         *       "state": "down"
+         *     }
+         */
+        LedgerHealth: {
+            /** @description `sqlite` or `postgres`. */
+            backend: string;
+            /** @description `starting` (migrations not applied yet), `up` or `down`. */
+            state: string;
+            /** @description Activations accepted by the vendor and waiting to be written, retried until written. */
+            pendingWrites: number;
+        };
+        /**
          * @description Body of `POST /v1/audiences/{id}/activations`.
          * @example {
          *       "accountId": 501,
@@ -684,6 +821,11 @@ export interface components {
          * @description Readiness answer, with the state of what the gateway depends on.
          * @example {
          *       "keys": "static",
+         *       "ledger": {
+         *         "backend": "sqlite",
+         *         "pendingWrites": 0,
+         *         "state": "up"
+         *       },
          *       "redis": "disabled",
          *       "shuttingDown": false,
          *       "status": "ready",
@@ -703,6 +845,8 @@ export interface components {
             upstream: components["schemas"]["UpstreamHealth"];
             /** @description `disabled`, `up` or `down`. */
             redis: string;
+            /** @description The activation ledger; reported, but it does not fail readiness. */
+            ledger: components["schemas"]["LedgerHealth"];
         };
         /**
          * @description One CRM upload event.
@@ -792,7 +936,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description Malformed request: invalid JSON, path parameter or header */
+        /** @description Malformed request: invalid JSON, path parameter, header, query parameter or cursor */
         BadRequest: {
             headers: {
                 /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
@@ -849,7 +993,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The audience does not exist */
+        /** @description The audience (or, by flow id, the activation) does not exist */
         NotFound: {
             headers: {
                 /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
@@ -882,7 +1026,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The Digital Audience API, the JWKS endpoint or (for activations) the shared rate-limit store is unavailable; see `Retry-After` when present */
+        /** @description The Digital Audience API, the JWKS endpoint, (for activations) the shared rate-limit store or (for the activation history) the ledger database is unavailable; see `Retry-After` when present */
         ServiceUnavailable: {
             headers: {
                 /** @description Seconds to wait before retrying */
@@ -1369,6 +1513,93 @@ export interface operations {
             504: components["responses"]["GatewayTimeout"];
         };
     };
+    listAudienceActivations: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Activations per page, 1 to 100 (default 20)
+                 * @example 20
+                 */
+                limit?: number;
+                /**
+                 * @description The `nextCursor` of the previous page
+                 * @example djE6MTc2NTg3NzQwMDEyMzQ1Njo3ZDlmOGI1Mi0xYzFlLTRhNDMtOWE1My01OGYyYzJkN2EwYjE
+                 */
+                cursor?: string;
+                /**
+                 * @description Only activations made at or after this time (RFC 3339)
+                 * @example 2026-01-01T00:00:00Z
+                 */
+                since?: string;
+                /**
+                 * @description Only activations made before this time (RFC 3339)
+                 * @example 2026-04-01T00:00:00Z
+                 */
+                until?: string;
+                /**
+                 * @description Only activations on this platform account
+                 * @example 501
+                 */
+                accountId?: number;
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description Audience id
+                 * @example 1001
+                 */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of the history, newest first */
+            200: {
+                headers: {
+                    /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "accountId": 501,
+                     *           "accountName": "Acme Meta",
+                     *           "activatedAt": "2025-12-16T09:30:00.123456Z",
+                     *           "audienceDeletedAt": null,
+                     *           "audienceId": 1001,
+                     *           "clientId": null,
+                     *           "description": "Q1 push",
+                     *           "endDate": "2026-03-31T23:59:59Z",
+                     *           "flowId": "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1",
+                     *           "idempotencyKey": null,
+                     *           "name": "Newsletter - Meta",
+                     *           "requestId": "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a",
+                     *           "segmentId": 88001,
+                     *           "startDate": "2026-01-01T00:00:00Z",
+                     *           "sub": "alice"
+                     *         }
+                     *       ],
+                     *       "nextCursor": "djE6MTc2NTg3NzQwMDEyMzQ1Njo3ZDlmOGI1Mi0xYzFlLTRhNDMtOWE1My01OGYyYzJkN2EwYjE"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ActivationHistory"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableEntity"];
+            500: components["responses"]["InternalError"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
     activateAudience: {
         parameters: {
             query?: never;
@@ -1409,6 +1640,8 @@ export interface operations {
                 headers: {
                     /** @description `?1` when this is a replay */
                     "Idempotent-Replayed"?: string;
+                    /** @description The activation in the history, e.g. `/v1/audiences/1001/activations/7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1` */
+                    Location?: string;
                     /** @description Remaining quota and seconds to reset, e.g. `"per-caller";r=3;t=12` */
                     RateLimit?: string;
                     /** @description Quota policies, e.g. `"per-caller";q=10;w=60` */
@@ -1438,6 +1671,67 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
             429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    getAudienceActivation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Audience id
+                 * @example 1001
+                 */
+                id: number;
+                /**
+                 * @description The activation's flow id, as its `201` answer gave it
+                 * @example 7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1
+                 */
+                flowId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The activation */
+            200: {
+                headers: {
+                    /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "accountId": 501,
+                     *       "accountName": "Acme Meta",
+                     *       "activatedAt": "2025-12-16T09:30:00.123456Z",
+                     *       "audienceDeletedAt": null,
+                     *       "audienceId": 1001,
+                     *       "clientId": null,
+                     *       "description": "Q1 push",
+                     *       "endDate": "2026-03-31T23:59:59Z",
+                     *       "flowId": "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1",
+                     *       "idempotencyKey": "5b0f3e0c-8f7e-4a58-9d4e-0b7e1c2d3f40",
+                     *       "name": "Newsletter - Meta",
+                     *       "requestId": "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a",
+                     *       "segmentId": 88001,
+                     *       "startDate": "2026-01-01T00:00:00Z",
+                     *       "sub": "alice"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ActivationRecord"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableEntity"];
             500: components["responses"]["InternalError"];
             502: components["responses"]["BadGateway"];
             503: components["responses"]["ServiceUnavailable"];
@@ -1664,6 +1958,11 @@ export interface operations {
                     /**
                      * @example {
                      *       "keys": "static",
+                     *       "ledger": {
+                     *         "backend": "sqlite",
+                     *         "pendingWrites": 0,
+                     *         "state": "up"
+                     *       },
                      *       "redis": "disabled",
                      *       "shuttingDown": false,
                      *       "status": "ready",
@@ -1686,6 +1985,11 @@ export interface operations {
                     /**
                      * @example {
                      *       "keys": "static",
+                     *       "ledger": {
+                     *         "backend": "sqlite",
+                     *         "pendingWrites": 0,
+                     *         "state": "up"
+                     *       },
                      *       "redis": "disabled",
                      *       "shuttingDown": false,
                      *       "status": "ready",

@@ -1,8 +1,9 @@
-//! `/v1/audiences`: reads (cached: [`read`]), create, update and delete ([`write`]) and
-//! activations ([`activate`]), plus what they share: the path and header parameters of
+//! `/v1/audiences`: reads (cached: [`read`]), create, update and delete ([`write`]),
+//! activations ([`activate`]) and their history ([`history`]), plus what they share: the path and header parameters of
 //! the OpenAPI document and the `Idempotency-Key` handling.
 
 mod activate;
+mod history;
 mod read;
 mod write;
 
@@ -28,6 +29,8 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(write::update_audience)
         .service(write::delete_audience)
         .service(activate::activate_audience)
+        .service(history::list_activations)
+        .service(history::get_activation)
         .service(read::get_insights)
         .service(read::get_uploads);
 }

@@ -161,7 +161,7 @@ pub(super) async fn update_audience(
 /// Delete an audience
 ///
 /// Deletes the audience and all connected data. Send `If-Match` to delete only the version
-/// you read.
+/// you read. Its activation history is kept, marked with the time of deletion.
 #[utoipa::path(
     operation_id = "deleteAudience",
     tag = "audiences",
@@ -184,5 +184,6 @@ pub(super) async fn delete_audience(
     let result = state.upstream.delete_audience(&ctx.0, id).await;
     state.evict(id).await;
     result?;
+    state.ledger.mark_deleted(id).await;
     Ok(HttpResponse::NoContent().finish())
 }
