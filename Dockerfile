@@ -3,7 +3,8 @@
 # audience-gateway container image.
 #
 #   docker build -t audience-gateway:dev \
-#     --build-arg VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" .
+#     --build-arg VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" \
+#     --build-arg REVISION="$(git rev-parse --short=12 HEAD)" .
 #
 # Stages follow the cargo-chef README: `planner` turns the manifests into recipe.json,
 # `builder` compiles the dependencies from that recipe alone (a cached layer until
@@ -33,6 +34,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
 RUN cargo chef cook --release --locked --no-default-features --recipe-path recipe.json
+# The context has no .git: build.rs takes the commit for `build_info` from here.
+ARG REVISION=unknown
+ENV AUDIENCE_GATEWAY_COMMIT=${REVISION}
 COPY . .
 RUN cargo build --release --locked --no-default-features --bin audience-gateway
 

@@ -5,8 +5,9 @@
 #     denies unknown keys, so a drift would crash pods at start)
 #   - helm lint --strict, default values and every helm/audience-gateway/ci/*-values.yaml
 #   - helm template of each scenario, validated per Kubernetes version with
-#     kubernetes-validate --strict; ServiceMonitor (a CRD kubernetes-validate has no schema
-#     for) with the prometheus-operator models from PyPI, unknown fields forbidden
+#     kubernetes-validate --strict; ServiceMonitor and PrometheusRule (CRDs
+#     kubernetes-validate has no schema for) with the prometheus-operator models from PyPI,
+#     unknown fields forbidden
 #   - contract checks on the rendered objects (hardening, probes, shutdown timing, secrets)
 #   - the schema rejects unknown keys and secrets put in `config`
 # With --chef, also runs the Dockerfile's builder commands outside Docker (see below);
@@ -35,7 +36,7 @@ for arg in "$@"; do
   case "${arg}" in
     --chef) chef_mode=full ;;
     --chef-prepare) chef_mode=prepare ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "check-deploy.sh: unknown argument ${arg} (use --chef or --chef-prepare)" >&2; exit 2 ;;
   esac
 done
@@ -151,7 +152,7 @@ validate_core() {
   fi
 }
 
-# ServiceMonitor: pydantic models generated from the prometheus-operator CRDs, made to
+# ServiceMonitor, PrometheusRule: pydantic models generated from the prometheus-operator CRDs, made to
 # reject unknown fields (metadata stays loosely checked: it is the generic ObjectMeta).
 validate_crds() {
   local dir="$1"
@@ -179,7 +180,7 @@ PY
 # What the gateway needs from the rendered objects, read back from the YAML itself.
 contract() {
   python3 - "$1" <<'PY'
-import glob, os, sys, tomllib, yaml
+import glob, json, os, sys, tomllib, yaml
 objs = [yaml.safe_load(open(p)) for p in sorted(glob.glob(os.path.join(sys.argv[1], "*", "*.yaml")))]
 by_kind = {}
 for o in objs:
@@ -189,7 +190,15 @@ def need(cond, msg):
     if not cond:
         errors.append(msg)
 
-cm = by_kind["ConfigMap"][0]
+cm = next(c for c in by_kind["ConfigMap"] if "config.toml" in c.get("data", {}))
+for dash in (c for c in by_kind["ConfigMap"] if c is not cm):  # the Grafana dashboard
+    need(dash["metadata"].get("labels", {}).get("grafana_dashboard") == "1",
+         "dashboard ConfigMap lacks the grafana_dashboard label")
+    for name, text in dash["data"].items():
+        try:
+            need(json.loads(text).get("panels"), f"dashboard {name} has no panels")
+        except ValueError as e:
+            need(False, f"dashboard {name} is not JSON: {e}")
 cfg = tomllib.loads(cm["data"]["config.toml"])
 for section, key in [("auth", "hs256_secret"), ("upstream", "password"),
                      ("upstream", "session_cookie"), ("redis", "url")]:

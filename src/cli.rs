@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `sandbox`, `token`, `openapi`, `healthcheck`.
+//! The command line: `serve` (default), `sandbox`, `token`, `openapi`, `healthcheck`,
+//! `config check`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use audience_sandbox::{ExpiryStyle, Simulator, SimulatorConfig, VendorStyle};
 use crate::auth::mint::{mint_hs256, TokenSpec, SANDBOX_SECRET};
 use crate::auth::ALL_SCOPES;
 use crate::settings::{Settings, CONFIG_FILE_ENV};
-use crate::{telemetry, Application};
+use crate::{telemetry, AppState, Application};
 
 /// audience-gateway: a JWT-authenticated REST gateway over the Digital Audience API.
 #[derive(Debug, Parser)]
@@ -42,6 +43,9 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Exit 0 when the URL answers 2xx (for container health checks without curl).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
@@ -49,6 +53,14 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and check the settings as `serve` does, print them as TOML with secrets
+    /// redacted, and exit non-zero with start-up's message when they are invalid.
+    Check,
 }
 
 /// `sandbox` options.
@@ -143,6 +155,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Config(ConfigCommand::Check) => {
+            let settings = checked(file)?;
+            print!("{}", settings.to_toml()?);
+            Ok(())
+        }
         Command::Healthcheck { url, timeout_ms } => {
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_millis(timeout_ms))
@@ -152,6 +169,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The settings `serve` runs with, checked the way `serve` checks them (the same loading
+/// and validation, then the application state built from them: keys read, clients built,
+/// nothing connected), so an error has start-up's message.
+fn checked(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    let settings = Settings::load(file)?;
+    AppState::new(settings.clone())?;
+    Ok(settings)
 }
 
 fn token_spec(settings: &Settings, args: TokenArgs) -> TokenSpec {

@@ -3,6 +3,7 @@
 //! [`startup::Application`] is the one builder that `main`, the tests and the benchmarks
 //! use, so tests run exactly what ships.
 
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod cli;

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::redis::Redis;
 use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
-use crate::{cache, routes, telemetry};
+use crate::{audit, cache, routes, telemetry};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -294,6 +294,7 @@ impl Application {
         let s = state.settings.clone();
         let spec = crate::openapi::spec();
         let known = web::Data::new(KnownPaths::new(&spec));
+        let audited = web::Data::new(audit::Operations::new(&spec));
         let with_cors = s.server.cors_configured();
         let origins = s.server.cors_allowed_origins.clone();
         let factory_state = state.clone();
@@ -316,7 +317,10 @@ impl Application {
                 )
                 .route("/docs", web::get().to(docs_redirect))
                 .app_data(known.clone())
+                .app_data(audited.clone())
                 .default_service(web::to(unmatched))
+                // Inside the cache layer: a cached read never reaches it.
+                .wrap(from_fn(audit::record))
                 // Inside CORS, so cache hits carry its headers; outside routing.
                 .wrap(cache::layer::HttpCache)
                 .wrap(Condition::new(with_cors, cors(&origins)))

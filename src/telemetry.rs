@@ -152,6 +152,16 @@ impl RequestContext {
 #[derive(Debug, Clone, Copy)]
 pub struct Route(pub &'static str);
 
+/// The trace id of `req`: the trace-id part of the `traceparent` it carried, when well
+/// formed. The audit trail takes the trace id from here, and only here.
+pub fn trace_id(req: &HttpRequest) -> Option<String> {
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(acceptable_traceparent)?;
+    traceparent.split('-').nth(1).map(str::to_string)
+}
+
 tokio::task_local! {
     /// The id of the request whose code is running: every log line written meanwhile
     /// carries it (`request_id`), whatever span is current. Set per poll of the request's

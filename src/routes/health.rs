@@ -124,6 +124,10 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (entries, bytes) = state.cache.usage().await;
     state.metrics.cache_usage(entries, bytes);
+    state.metrics.upstream_usage(
+        state.upstream.breaker_state().name(),
+        state.upstream.in_flight(),
+    );
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(state.metrics.render())

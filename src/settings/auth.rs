@@ -3,16 +3,17 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, ensure, SettingsError};
 
 /// Inbound JWT authentication settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Allow-list of JWT algorithms.
     pub algorithms: Vec<JwtAlgorithm>,
+    #[serde(serialize_with = "super::redacted")]
     pub hs256_secret: Option<SecretString>,
     /// PEM text of an RSA or EC public key.
     pub public_key_pem: Option<String>,
@@ -20,18 +21,18 @@ pub struct AuthSettings {
     pub public_key_pem_file: Option<String>,
     pub jwks_url: Option<String>,
     /// Time between two scheduled JWKS fetches.
-    #[serde(rename = "jwks_refresh_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "jwks_refresh_secs", with = "duration::secs")]
     pub jwks_refresh: Duration,
     /// Minimum time between two fetches triggered by an unknown `kid`.
-    #[serde(rename = "jwks_cooldown_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "jwks_cooldown_secs", with = "duration::secs")]
     pub jwks_cooldown: Duration,
     /// Bound of one JWKS fetch, connection included.
-    #[serde(rename = "jwks_timeout_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "jwks_timeout_ms", with = "duration::millis")]
     pub jwks_timeout: Duration,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf` (whole seconds).
-    #[serde(rename = "leeway_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "leeway_secs", with = "duration::secs")]
     pub leeway: Duration,
     pub scope_claim: String,
     pub client_id_claim: String,
@@ -109,8 +110,8 @@ impl Default for AuthSettings {
 }
 
 /// A JWT signature algorithm the gateway verifies; `none` and the others are never accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum JwtAlgorithm {
     /// HMAC with SHA-256, keyed by `auth.hs256_secret`.
     Hs256,
@@ -118,6 +119,16 @@ pub enum JwtAlgorithm {
     Rs256,
     /// ECDSA P-256 with SHA-256, from a PEM or the JWKS.
     Es256,
+}
+
+impl From<JwtAlgorithm> for &'static str {
+    fn from(a: JwtAlgorithm) -> Self {
+        match a {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Rs256 => "RS256",
+            JwtAlgorithm::Es256 => "ES256",
+        }
+    }
 }
 
 impl TryFrom<String> for JwtAlgorithm {

@@ -2,20 +2,20 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, ensure, SettingsError};
 
 /// Audience read cache settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
     pub enabled: bool,
     /// How long an entry is fresh (whole seconds: it is advertised in `max-age`).
-    #[serde(rename = "ttl_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "ttl_secs", with = "duration::secs")]
     pub ttl: Duration,
     /// How long after expiry an entry may still be served when the upstream fails.
-    #[serde(rename = "stale_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "stale_secs", with = "duration::secs")]
     pub stale: Duration,
     /// Capacity in bytes of cached response bodies.
     pub max_bytes: u64,

@@ -2,20 +2,20 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::duration;
 
 /// Idempotency-key settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdempotencySettings {
     /// How long a finished response is replayed.
-    #[serde(rename = "ttl_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "ttl_secs", with = "duration::secs")]
     pub ttl: Duration,
     pub max_records: u64,
     /// How long an in-flight marker blocks retries before it is considered abandoned.
-    #[serde(rename = "in_flight_timeout_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "in_flight_timeout_secs", with = "duration::secs")]
     pub in_flight_timeout: Duration,
 }
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, ensure, SettingsError};
 
@@ -14,26 +14,27 @@ pub const SQLITE_FILE: &str = "ledger.sqlite3";
 
 /// The activation ledger: SQLite in a file by default (one replica), PostgreSQL when
 /// `url` is a `postgres://` URL (any number of replicas).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LedgerSettings {
     /// `sqlite://<path>` or `postgres://user:password@host:port/db`; a secret, as it may
     /// hold a password. Unset: a SQLite file named `ledger.sqlite3` under `dir`.
+    #[serde(serialize_with = "super::redacted")]
     pub url: Option<SecretString>,
     /// Directory of the default SQLite file (created if missing).
     pub dir: PathBuf,
     /// Most connections the pool opens.
     pub max_connections: u32,
     /// Upper bound of every ledger call (connection included); past it the call failed.
-    #[serde(rename = "timeout_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "timeout_ms", with = "duration::millis")]
     pub timeout: Duration,
     /// Activations kept in process while the database cannot be written, retried in order.
     pub queue_capacity: usize,
     /// First delay between retries of a queued write; doubled per failure, with jitter.
-    #[serde(rename = "retry_base_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "retry_base_ms", with = "duration::millis")]
     pub retry_base: Duration,
     /// How often the database is checked (readiness, `ledger_up`).
-    #[serde(rename = "health_interval_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "health_interval_ms", with = "duration::millis")]
     pub health_interval: Duration,
 }
 

@@ -22,7 +22,8 @@ mod upstream;
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize, Serializer};
 
 pub use auth::{AuthSettings, JwtAlgorithm};
 pub use cache::CacheSettings;
@@ -45,7 +46,7 @@ pub const CONFIG_FILE_ENV: &str = "GATEWAY_CONFIG";
 pub struct SettingsError(pub String);
 
 /// All settings of the gateway.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -127,7 +128,25 @@ impl Settings {
         self.rate_limit.validate()?;
         self.cache.validate()?;
         self.redis.validate()?;
+        self.log.validate()?;
         self.ledger.validate()
+    }
+
+    /// The settings as TOML, in the shape of the config file, with every secret written as
+    /// [`REDACTED`] (what `config check` prints).
+    pub fn to_toml(&self) -> Result<String, SettingsError> {
+        toml::to_string_pretty(self).map_err(|e| SettingsError(format!("cannot print: {e}")))
+    }
+}
+
+/// What a set secret is printed as.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Serializes a set secret as [`REDACTED`], never its value.
+fn redacted<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some(REDACTED),
+        None => s.serialize_none(),
     }
 }
 
@@ -367,5 +386,34 @@ mod tests {
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("0123456789abcdef"), "{dbg}");
         assert!(!dbg.contains("\"pw\""), "{dbg}");
+    }
+
+    #[test]
+    fn toml_output_redacts_secrets_and_round_trips() {
+        let mut e = env(BASE);
+        e.insert("GATEWAY_REDIS__URL".into(), "redis://:hunter2@cache:6379".into());
+        let s = Settings::load_from(None, e).unwrap();
+        let text = s.to_toml().unwrap();
+        for secret in ["0123456789abcdef", "\"pw\"", "hunter2"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(text.contains("password = \"[REDACTED]\""), "{text}");
+        assert!(text.contains("request_timeout_ms = "), "{text}");
+        let back: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(back.upstream.request_timeout, s.upstream.request_timeout);
+        assert_eq!(back.auth.algorithms, s.auth.algorithms);
+    }
+
+    #[test]
+    fn log_level_must_be_a_filter_of_levels() {
+        for ok in ["info", "WARN", "info,audience_gateway=debug", "audit=info,warn", "off"] {
+            let e = env(&[BASE, &[("GATEWAY_LOG__LEVEL", ok)]].concat());
+            assert!(Settings::load_from(None, e).is_ok(), "{ok}");
+        }
+        for bad in ["infoo", "", "verbose,info", "audience_gateway=loud"] {
+            let e = env(&[BASE, &[("GATEWAY_LOG__LEVEL", bad)]].concat());
+            let err = Settings::load_from(None, e).unwrap_err().to_string();
+            assert!(err.contains("log.level (env GATEWAY_LOG__LEVEL)"), "{bad}: {err}");
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! `rate_limit.*`: the activation quotas, per caller and global.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ensure, SettingsError};
 
 /// Activation rate-limit settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub enabled: bool,

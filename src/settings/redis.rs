@@ -3,24 +3,25 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, ensure, SettingsError};
 
 /// Shared state across replicas (activation limits, idempotency records, cache evictions).
 /// Without `url` every replica keeps its own state in process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]` (or `unix://`); a secret, as it may hold a
     /// password. TLS (`rediss://`) is not built in.
+    #[serde(serialize_with = "super::redacted")]
     pub url: Option<SecretString>,
     /// Upper bound for every Redis call and connection attempt; past it the call counts as
     /// failed, Redis is marked down and the fallback answers.
-    #[serde(rename = "timeout_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "timeout_ms", with = "duration::millis")]
     pub timeout: Duration,
     /// How often the connection is checked while up, and retried while down.
-    #[serde(rename = "health_interval_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "health_interval_ms", with = "duration::millis")]
     pub health_interval: Duration,
     /// What activations do while Redis is down: `local` limits with a share of the quota
     /// on each replica, or `refuse` with 503.
@@ -87,7 +88,7 @@ impl Default for RedisSettings {
 }
 
 /// Activation limiting while the shared store is down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LimiterFallback {
     /// In-process limits with `redis.fallback_quota_share` of the quota.

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, ensure, SettingsError};
 
 /// HTTP server settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     pub host: String,
@@ -15,11 +15,11 @@ pub struct ServerSettings {
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
-    #[serde(rename = "shutdown_grace_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "shutdown_grace_secs", with = "duration::secs")]
     pub shutdown_grace: Duration,
     /// Time between turning not-ready and closing the listener on SIGTERM, so load
     /// balancers stop sending first (Kubernetes deployments use a preStop pause instead).
-    #[serde(rename = "shutdown_drain_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "shutdown_drain_ms", with = "duration::millis")]
     pub shutdown_drain: Duration,
     pub max_body_bytes: usize,
     /// Largest accepted request head (all header names and values); larger gets 431.
@@ -27,11 +27,11 @@ pub struct ServerSettings {
     /// Time a client has to send its request head; zero turns the limit off.
     #[serde(
         rename = "client_request_timeout_ms",
-        deserialize_with = "duration::millis"
+        with = "duration::millis"
     )]
     pub client_request_timeout: Duration,
     /// Upper bound for one whole request through the gateway (the caller's budget).
-    #[serde(rename = "request_budget_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "request_budget_ms", with = "duration::millis")]
     pub request_budget: Duration,
     pub cors_allowed_origins: Vec<String>,
 }

@@ -4,43 +4,45 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, ensure, SettingsError};
 
 /// Upstream (Digital Audience API) settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamSettings {
     pub base_url: String,
     pub username: Option<String>,
+    #[serde(serialize_with = "super::redacted")]
     pub password: Option<SecretString>,
     /// A ready `digitalAudience` session cookie value, instead of username and password.
+    #[serde(serialize_with = "super::redacted")]
     pub session_cookie: Option<SecretString>,
-    #[serde(rename = "connect_timeout_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "connect_timeout_ms", with = "duration::millis")]
     pub connect_timeout: Duration,
     /// Bound of one upstream call.
-    #[serde(rename = "request_timeout_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "request_timeout_ms", with = "duration::millis")]
     pub request_timeout: Duration,
     /// Upstream calls in flight at once; further calls wait up to `queue_timeout_ms`.
     pub max_concurrency: usize,
-    #[serde(rename = "queue_timeout_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "queue_timeout_ms", with = "duration::millis")]
     pub queue_timeout: Duration,
     /// Extra attempts for safe calls (reads, login) after a transient failure.
     pub retries: u32,
     /// Backoff before the first retry, doubled for each further one (with jitter, capped).
-    #[serde(rename = "retry_base_ms", deserialize_with = "duration::millis")]
+    #[serde(rename = "retry_base_ms", with = "duration::millis")]
     pub retry_base: Duration,
     /// Consecutive failures that open the circuit breaker.
     pub breaker_failures: u32,
     /// Time the breaker stays open before a half-open probe.
-    #[serde(rename = "breaker_open_secs", deserialize_with = "duration::secs")]
+    #[serde(rename = "breaker_open_secs", with = "duration::secs")]
     pub breaker_open: Duration,
     /// Renew the session once it is this old, before the vendor expires it (off when
     /// unset; needs username and password).
     #[serde(
         rename = "max_session_age_secs",
-        deserialize_with = "duration::opt_secs"
+        with = "duration::opt_secs"
     )]
     pub max_session_age: Option<Duration>,
 }

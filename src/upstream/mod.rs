@@ -137,6 +137,7 @@ pub struct UpstreamClient {
     password: Option<SecretString>,
     session: Session,
     permits: Semaphore,
+    max_concurrency: usize,
     queue_timeout: Duration,
     budget: Duration,
     retries: u32,
@@ -176,6 +177,7 @@ impl UpstreamClient {
             password: s.password.clone(),
             session: Session::new(s.session_cookie.clone(), max_age),
             permits: Semaphore::new(s.max_concurrency),
+            max_concurrency: s.max_concurrency,
             queue_timeout: s.queue_timeout,
             budget,
             retries: s.retries,
@@ -193,6 +195,12 @@ impl UpstreamClient {
     /// State of the circuit breaker, for readiness and metrics.
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
+    }
+
+    /// Calls holding a concurrency slot now.
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrency
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// `GET` an audience with its CRM data.
@@ -363,15 +371,18 @@ impl UpstreamClient {
         // A free permit needs no timer; only a caller that has to queue gets a deadline.
         let permit = match self.permits.try_acquire() {
             Ok(permit) => permit,
-            Err(_) => tokio::time::timeout(self.queue_timeout, self.permits.acquire())
-                .await
-                .map_err(|_| {
-                    UpstreamError::Unavailable(
-                        "too many upstream calls in flight".into(),
-                        Some(Duration::from_secs(1)),
-                    )
-                })?
-                .map_err(|_| UpstreamError::Unavailable("client closed".into(), None))?,
+            Err(_) => {
+                let _waiting = self.metrics.waiting_for_slot();
+                tokio::time::timeout(self.queue_timeout, self.permits.acquire())
+                    .await
+                    .map_err(|_| {
+                        UpstreamError::Unavailable(
+                            "too many upstream calls in flight".into(),
+                            Some(Duration::from_secs(1)),
+                        )
+                    })?
+                    .map_err(|_| UpstreamError::Unavailable("client closed".into(), None))?
+            }
         };
         // Only a call that may be repeated, or one that never reached the vendor, is retried.
         let result = self

@@ -572,6 +572,23 @@ pub async fn serve_binary(upstream: &str, env: &[(&str, &str)]) -> (std::process
     (child, base)
 }
 
+/// The lines the gateway binary wrote to stderr that are JSON objects.
+pub fn json_lines(stderr: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Stops a [`serve_binary`] child with SIGTERM (it drains and writes out its last log
+/// lines) and returns its stderr.
+pub fn stop_binary(child: std::process::Child) -> Vec<u8> {
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    child.wait_with_output().expect("binary exits").stderr
+}
+
 /// Checks a problem body whole: `rest` holds what is not derived from `status` and `code`
 /// (the request id is checked by `problem`).
 pub async fn assert_problem_with(

@@ -2,6 +2,7 @@
 //! simulator of the upstream or a wiremock server. One test binary keeps link time down.
 
 mod audiences;
+mod audit;
 mod auth;
 mod auth_keys;
 mod auth_scopes;
@@ -9,6 +10,7 @@ mod bad_requests;
 mod cache;
 mod cache_layer;
 mod campaigns;
+mod config_check;
 mod cors;
 mod faults;
 mod forwarding;
@@ -18,6 +20,7 @@ mod idempotency;
 mod ledger;
 mod ledger_requests;
 mod lifecycle;
+mod metrics_chart;
 mod openapi;
 mod ops;
 mod platform_accounts;

@@ -376,14 +376,6 @@ fn field<'a>(line: &'a Value, name: &str) -> &'a Value {
     }
 }
 
-/// A line the gateway binary wrote to stderr, as JSON.
-fn json_lines(stderr: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[actix_web::test]
 async fn every_vendor_failure_is_logged_with_the_operation_status_and_the_value_at_fault() {
     const PASSWORD: &str = "pw-upstream-Zq9-secret";

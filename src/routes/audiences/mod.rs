@@ -17,6 +17,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{json_bytes, path_id, set_header};
+use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem, PROBLEM_JSON};
 use crate::idempotency::{self, Begin, StoredResponse};
@@ -156,7 +157,9 @@ where
     };
     let scoped = idempotency::scoped_key(caller.principal(), route, &key);
     let print = idempotency::fingerprint(req.method().as_str(), req.path(), raw_body);
-    match state.idempotency.begin(&scoped, &print).await {
+    let begin = state.idempotency.begin(&scoped, &print).await;
+    audit::note_idempotency(req, &key, matches!(begin, Begin::Replay(_)));
+    match begin {
         Begin::Replay(stored) => {
             let mut resp = to_http(&stored);
             set_header(

@@ -1,5 +1,12 @@
 //! Prometheus metrics. Labels are bounded: route templates (never raw paths), methods,
 //! status codes, operation names and outcomes; never ids or subjects.
+//!
+//! The gateway's own metrics are named `audience_gateway_*`; the process metrics
+//! ([`process`]) keep the names every client library gives them. Values that are a state
+//! of something (cache size, circuit, calls in flight) are read at scrape time, so the
+//! request path pays nothing for them.
+
+mod process;
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
@@ -73,6 +80,27 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    upstream: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The `upstream` label of the upstream metrics: the gateway has one upstream.
+const UPSTREAM: &str = "digital_audience_api";
+
+/// The circuit states, as [`crate::upstream::BreakerState::name`] gives them.
+const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
+/// The commit the binary was built from (`build.rs`), or `unknown`.
+pub const COMMIT: &str = env!("AUDIENCE_GATEWAY_COMMIT");
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     policy: &'static str,
     decision: &'static str,
@@ -100,6 +128,18 @@ pub struct Metrics {
     ledger_writes: Family<ResultLabels, Counter>,
     ledger_up: Gauge<i64, AtomicI64>,
     ledger_pending: Gauge<i64, AtomicI64>,
+    circuit: Family<CircuitLabels, Gauge<i64, AtomicI64>>,
+    upstream_in_flight: Gauge<i64, AtomicI64>,
+    upstream_waiting: Gauge<i64, AtomicI64>,
+}
+
+/// Counts one upstream call waiting for a concurrency slot while it lives.
+pub struct Waiting<'a>(&'a Gauge<i64, AtomicI64>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -111,7 +151,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("audience_gateway");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("audience_gateway");
         let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -189,9 +231,47 @@ impl Metrics {
             "Ledger writes waiting in the in-process retry queue",
             ledger_pending.clone(),
         );
+        let circuit = Family::<CircuitLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "upstream_circuit_state",
+            "1 for the state the upstream's circuit breaker is in (closed, open, half_open), 0 for the others (as of the last scrape)",
+            circuit.clone(),
+        );
+        let upstream_in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "upstream_in_flight",
+            "Upstream calls holding a concurrency slot (as of the last scrape)",
+            upstream_in_flight.clone(),
+        );
+        let upstream_waiting = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "upstream_waiting",
+            "Upstream calls waiting for a concurrency slot (upstream.max_concurrency)",
+            upstream_waiting.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge<i64, AtomicI64>>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels name the gateway's version and the commit it was built from",
+            build,
+        );
         redis_up.set(-1);
+        for state in CIRCUIT_STATES {
+            circuit
+                .get_or_create(&CircuitLabels {
+                    upstream: UPSTREAM,
+                    state,
+                })
+                .set(i64::from(state == "closed"));
+        }
         Self {
-            registry,
+            registry: root,
             http,
             upstream,
             cache,
@@ -205,6 +285,9 @@ impl Metrics {
             ledger_writes,
             ledger_up,
             ledger_pending,
+            circuit,
+            upstream_in_flight,
+            upstream_waiting,
         }
     }
 
@@ -287,6 +370,27 @@ impl Metrics {
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
         self.cache_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The upstream's circuit state (a [`crate::upstream::BreakerState::name`]) and the
+    /// calls holding a concurrency slot.
+    pub fn upstream_usage(&self, circuit: &str, in_flight: usize) {
+        for state in CIRCUIT_STATES {
+            self.circuit
+                .get_or_create(&CircuitLabels {
+                    upstream: UPSTREAM,
+                    state,
+                })
+                .set(i64::from(state == circuit));
+        }
+        self.upstream_in_flight
+            .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+    }
+
+    /// One upstream call starts waiting for a concurrency slot, until the guard drops.
+    pub fn waiting_for_slot(&self) -> Waiting<'_> {
+        self.upstream_waiting.inc();
+        Waiting(&self.upstream_waiting)
     }
 
     /// The OpenMetrics text exposition, served as [`CONTENT_TYPE`].
