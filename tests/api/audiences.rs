@@ -181,8 +181,12 @@ async fn activation_answers_201_with_flow_and_segment() {
         body,
         json!({"audienceId": 1001, "accountId": 501, "flowId": flow_id, "segmentId": 7001})
     );
-    // No route reads an activation back, so no `Location` points at one.
-    assert!(headers.get("location").is_none(), "{headers:?}");
+    // `Location` points at the activation in the history.
+    assert_eq!(
+        headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/audiences/1001/activations/{flow_id}").as_str()),
+        "{headers:?}"
+    );
     assert!(headers.get("ratelimit-policy").is_some(), "{headers:?}");
     assert!(headers.get("ratelimit").is_some(), "{headers:?}");
 

@@ -105,6 +105,9 @@ async fn metrics_parse_as_openmetrics_with_every_counter_typed_counter() {
         ("redis_up", "gauge"),
         ("cache_entries", "gauge"),
         ("cache_bytes", "gauge"),
+        ("ledger_writes", "counter"),
+        ("ledger_up", "gauge"),
+        ("ledger_pending_writes", "gauge"),
     ]
     .into_iter()
     .map(|(name, kind)| (format!("audience_gateway_{name}"), kind.to_string()))

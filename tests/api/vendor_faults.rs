@@ -365,7 +365,10 @@ async fn location_headers_name_routes_that_answer_200() {
             followed += 1;
         }
     }
-    assert_eq!(followed, 1, "only the audience can be read back");
+    assert_eq!(
+        followed, 2,
+        "the audience and the activation can be read back"
+    );
 }
 
 /// An event field of a JSON log line (flattened, or under `fields`).

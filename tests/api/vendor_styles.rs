@@ -279,21 +279,26 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
         assert_eq!(get_ok(&app, NEW, name).await, updated, "{name}");
         assert_eq!(sim.writes("updateAudience"), 1, "{name}");
 
-        // Activate on Meta, and replay it; no route reads an activation back: no Location.
+        // Activate on Meta, and replay it; Location points at the activation's record.
         let key = format!("activate-{name}");
         let resp = post_keyed(&app, &full_token(), ACTIVATIONS, &key, &activation_body()).await;
         let activated = Answer::of(resp).await;
         assert_eq!(
-            (
-                activated.status,
-                activated.location.as_str(),
-                activated.replayed.as_str()
-            ),
-            (201, "", ""),
+            (activated.status, activated.replayed.as_str()),
+            (201, ""),
             "{name}"
         );
         let activation = activated.json();
         let flow_id = activation["flowId"].as_str().expect("flowId");
+        assert_eq!(
+            activated.location,
+            format!("{ACTIVATIONS}/{flow_id}"),
+            "{name}"
+        );
+        assert_eq!(
+            get_ok(&app, &activated.location, name).await["flowId"],
+            flow_id
+        );
         assert!(uuid::Uuid::parse_str(flow_id).is_ok(), "{name}: {flow_id}");
         let expected =
             json!({"audienceId": 1006, "accountId": 501, "flowId": flow_id, "segmentId": 7001});
