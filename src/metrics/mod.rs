@@ -241,6 +241,11 @@ impl Metrics {
             build,
         );
         redis_up.set(-1);
+        // Both results from the start, so a dashboard or alert finds the series (at 0)
+        // before the first fetch, and with static keys, where there is none.
+        for result in ["success", "failure"] {
+            let _ = jwks_refreshes.get_or_create(&ResultLabels { result });
+        }
         for state in CIRCUIT_STATES {
             circuit
                 .get_or_create(&CircuitLabels {
