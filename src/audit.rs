@@ -167,10 +167,7 @@ fn created(res: ServiceResponse<BoxBody>) -> (ServiceResponse<BoxBody>, Created)
         }
         Err(body) => (body, Created::default()),
     };
-    (
-        ServiceResponse::new(req, resp.set_body(body)),
-        created,
-    )
+    (ServiceResponse::new(req, resp.set_body(body)), created)
 }
 
 /// Writes the one event of a finished write.

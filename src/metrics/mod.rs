@@ -94,7 +94,7 @@ struct BuildLabels {
 /// The `upstream` label of the upstream metrics: the gateway has one upstream.
 const UPSTREAM: &str = "digital_audience_api";
 
-/// The circuit states, as [`crate::upstream::BreakerState::name`] gives them.
+/// The circuit states, named as the upstream breaker names them.
 const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
 /// The commit the binary was built from (`build.rs`), or `unknown`.
@@ -262,6 +262,11 @@ impl Metrics {
             build,
         );
         redis_up.set(-1);
+        // Both results from the start, so a dashboard or alert finds the series (at 0)
+        // before the first fetch, and with static keys, where there is none.
+        for result in ["success", "failure"] {
+            let _ = jwks_refreshes.get_or_create(&ResultLabels { result });
+        }
         for state in CIRCUIT_STATES {
             circuit
                 .get_or_create(&CircuitLabels {
@@ -372,7 +377,7 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// The upstream's circuit state (a [`crate::upstream::BreakerState::name`]) and the
+    /// The upstream's circuit state (`closed`, `open` or `half_open`) and the
     /// calls holding a concurrency slot.
     pub fn upstream_usage(&self, circuit: &str, in_flight: usize) {
         for state in CIRCUIT_STATES {

@@ -105,9 +105,19 @@ impl Collector for ProcessCollector {
         )?;
         cpu.encode(metric)?;
         if let Some(v) = s.resident_bytes {
-            gauge(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes", v)?;
+            gauge(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                v,
+            )?;
         }
-        gauge(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes", s.virtual_bytes)?;
+        gauge(
+            &mut encoder,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            s.virtual_bytes,
+        )?;
         if let Some(v) = s.start_time_seconds {
             gauge(
                 &mut encoder,
@@ -117,10 +127,20 @@ impl Collector for ProcessCollector {
             )?;
         }
         if let Some(v) = s.open_fds {
-            gauge(&mut encoder, "process_open_fds", "Number of open file descriptors", v)?;
+            gauge(
+                &mut encoder,
+                "process_open_fds",
+                "Number of open file descriptors",
+                v,
+            )?;
         }
         if let Some(v) = s.max_fds {
-            gauge(&mut encoder, "process_max_fds", "Maximum number of open file descriptors", v)?;
+            gauge(
+                &mut encoder,
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                v,
+            )?;
         }
         Ok(())
     }
@@ -134,7 +154,10 @@ mod tests {
     fn parses_proc_files() {
         let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 9 0 12345 987654321 2048 18446744073709551615";
         assert_eq!(parse_stat(stat), Some((3.0, 12345.0, 987_654_321)));
-        assert_eq!(parse_rss("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048 * 1024));
+        assert_eq!(
+            parse_rss("Name:\tx\nVmRSS:\t  2048 kB\n"),
+            Some(2048 * 1024)
+        );
         assert_eq!(parse_btime("cpu 1 2\nbtime 1700000000\n"), Some(1.7e9));
         let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
         assert_eq!(parse_max_fds(limits), Some(1024));

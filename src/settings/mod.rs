@@ -391,7 +391,10 @@ mod tests {
     #[test]
     fn toml_output_redacts_secrets_and_round_trips() {
         let mut e = env(BASE);
-        e.insert("GATEWAY_REDIS__URL".into(), "redis://:hunter2@cache:6379".into());
+        e.insert(
+            "GATEWAY_REDIS__URL".into(),
+            "redis://:hunter2@cache:6379".into(),
+        );
         let s = Settings::load_from(None, e).unwrap();
         let text = s.to_toml().unwrap();
         for secret in ["0123456789abcdef", "\"pw\"", "hunter2"] {
@@ -406,14 +409,23 @@ mod tests {
 
     #[test]
     fn log_level_must_be_a_filter_of_levels() {
-        for ok in ["info", "WARN", "info,audience_gateway=debug", "audit=info,warn", "off"] {
+        for ok in [
+            "info",
+            "WARN",
+            "info,audience_gateway=debug",
+            "audit=info,warn",
+            "off",
+        ] {
             let e = env(&[BASE, &[("GATEWAY_LOG__LEVEL", ok)]].concat());
             assert!(Settings::load_from(None, e).is_ok(), "{ok}");
         }
         for bad in ["infoo", "", "verbose,info", "audience_gateway=loud"] {
             let e = env(&[BASE, &[("GATEWAY_LOG__LEVEL", bad)]].concat());
             let err = Settings::load_from(None, e).unwrap_err().to_string();
-            assert!(err.contains("log.level (env GATEWAY_LOG__LEVEL)"), "{bad}: {err}");
+            assert!(
+                err.contains("log.level (env GATEWAY_LOG__LEVEL)"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -25,10 +25,7 @@ pub struct ServerSettings {
     /// Largest accepted request head (all header names and values); larger gets 431.
     pub max_header_bytes: usize,
     /// Time a client has to send its request head; zero turns the limit off.
-    #[serde(
-        rename = "client_request_timeout_ms",
-        with = "duration::millis"
-    )]
+    #[serde(rename = "client_request_timeout_ms", with = "duration::millis")]
     pub client_request_timeout: Duration,
     /// Upper bound for one whole request through the gateway (the caller's budget).
     #[serde(rename = "request_budget_ms", with = "duration::millis")]

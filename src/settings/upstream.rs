@@ -40,10 +40,7 @@ pub struct UpstreamSettings {
     pub breaker_open: Duration,
     /// Renew the session once it is this old, before the vendor expires it (off when
     /// unset; needs username and password).
-    #[serde(
-        rename = "max_session_age_secs",
-        with = "duration::opt_secs"
-    )]
+    #[serde(rename = "max_session_age_secs", with = "duration::opt_secs")]
     pub max_session_age: Option<Duration>,
 }
 

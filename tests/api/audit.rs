@@ -32,7 +32,11 @@ impl Session {
     }
 
     async fn send(&self, rid: &str, req: RequestBuilder) -> (u16, HeaderMap, Value) {
-        let resp = req.header("x-request-id", rid).send().await.expect("request");
+        let resp = req
+            .header("x-request-id", rid)
+            .send()
+            .await
+            .expect("request");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.json().await.unwrap_or(Value::Null);
@@ -152,7 +156,13 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
         )
         .await;
     assert_eq!(status, 200);
-    want.push(expected("rq-update", "updateAudience", 200, "success", with(&svc, json!({"audience_id": id}))));
+    want.push(expected(
+        "rq-update",
+        "updateAudience",
+        200,
+        "success",
+        with(&svc, json!({"audience_id": id})),
+    ));
 
     let (status, _, _) = s
         .send(
@@ -168,7 +178,10 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
         "updateAudience",
         412,
         "refused",
-        with(&svc, json!({"audience_id": id, "code": "precondition_failed"})),
+        with(
+            &svc,
+            json!({"audience_id": id, "code": "precondition_failed"}),
+        ),
     ));
 
     // Activated, replayed, activated again, then over the per-caller burst of 2.
@@ -190,30 +203,60 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
             "segment_id": body["segmentId"],
         })
     };
-    let (status, _, first) = s.send("rq-activate", activate(Some("k-act-1"), &service)).await;
+    let (status, _, first) = s
+        .send("rq-activate", activate(Some("k-act-1"), &service))
+        .await;
     assert_eq!(status, 201, "{first}");
     let mut rest = with(&svc, created(&first));
     rest["idempotency_key"] = json!("k-act-1");
-    want.push(expected("rq-activate", "activateAudience", 201, "success", rest.clone()));
+    want.push(expected(
+        "rq-activate",
+        "activateAudience",
+        201,
+        "success",
+        rest.clone(),
+    ));
 
-    let (status, headers, replay) = s.send("rq-replay", activate(Some("k-act-1"), &service)).await;
-    assert_eq!((status, header(&headers, "idempotent-replayed")), (201, "?1".into()));
+    let (status, headers, replay) = s
+        .send("rq-replay", activate(Some("k-act-1"), &service))
+        .await;
+    assert_eq!(
+        (status, header(&headers, "idempotent-replayed")),
+        (201, "?1".into())
+    );
     assert_eq!(replay, first);
     rest["replayed"] = json!(true);
-    want.push(expected("rq-replay", "activateAudience", 201, "success", rest));
+    want.push(expected(
+        "rq-replay",
+        "activateAudience",
+        201,
+        "success",
+        rest,
+    ));
 
     let (status, _, second) = s.send("rq-activate-2", activate(None, &service)).await;
     assert_eq!(status, 201, "{second}");
-    want.push(expected("rq-activate-2", "activateAudience", 201, "success", with(&svc, created(&second))));
+    want.push(expected(
+        "rq-activate-2",
+        "activateAudience",
+        201,
+        "success",
+        with(&svc, created(&second)),
+    ));
 
-    let (status, _, _) = s.send("rq-limited", activate(Some("k-act-3"), &service)).await;
+    let (status, _, _) = s
+        .send("rq-limited", activate(Some("k-act-3"), &service))
+        .await;
     assert_eq!(status, 429);
     want.push(expected(
         "rq-limited",
         "activateAudience",
         429,
         "refused",
-        with(&svc, json!({"audience_id": id, "code": "rate_limited", "idempotency_key": "k-act-3"})),
+        with(
+            &svc,
+            json!({"audience_id": id, "code": "rate_limited", "idempotency_key": "k-act-3"}),
+        ),
     ));
 
     // Refused by the vendor, for a user token (no client id).
@@ -263,7 +306,10 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
         json!({"audience_id": id, "code": "invalid_token"}),
     ));
     let (status, _, _) = s
-        .send("rq-forbidden", s.request(Method::DELETE, &path, Some(&reader)))
+        .send(
+            "rq-forbidden",
+            s.request(Method::DELETE, &path, Some(&reader)),
+        )
         .await;
     assert_eq!(status, 403);
     want.push(expected(
@@ -275,10 +321,19 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
     ));
 
     let (status, _, _) = s
-        .send("rq-delete", s.request(Method::DELETE, &path, Some(&service)))
+        .send(
+            "rq-delete",
+            s.request(Method::DELETE, &path, Some(&service)),
+        )
         .await;
     assert_eq!(status, 204);
-    want.push(expected("rq-delete", "deleteAudience", 204, "success", with(&svc, json!({"audience_id": id}))));
+    want.push(expected(
+        "rq-delete",
+        "deleteAudience",
+        204,
+        "success",
+        with(&svc, json!({"audience_id": id})),
+    ));
 
     let stderr = stop_binary(child);
     let lines = json_lines(&stderr);
@@ -291,7 +346,10 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
             .expect("an audit event has a timestamp");
         let time = time.as_str().expect("timestamp is text");
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
-        let rid = event["request_id"].as_str().expect("request_id").to_string();
+        let rid = event["request_id"]
+            .as_str()
+            .expect("request_id")
+            .to_string();
         events.entry(rid).or_default().push(event);
     }
     for w in &want {

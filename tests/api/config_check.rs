@@ -21,7 +21,10 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn base_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![
-        ("GATEWAY_UPSTREAM__BASE_URL", "https://api.digital-audience.example"),
+        (
+            "GATEWAY_UPSTREAM__BASE_URL",
+            "https://api.digital-audience.example",
+        ),
         ("GATEWAY_UPSTREAM__USERNAME", "svc"),
         ("GATEWAY_UPSTREAM__PASSWORD", PASSWORD),
         ("GATEWAY_AUTH__HS256_SECRET", SECRET),
@@ -45,15 +48,25 @@ fn prints_the_effective_settings_with_secrets_redacted() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     let printed: toml::Table = toml::from_str(&stdout).expect("TOML");
-    assert_eq!(printed["upstream"]["base_url"].as_str(), Some("https://api.digital-audience.example"));
+    assert_eq!(
+        printed["upstream"]["base_url"].as_str(),
+        Some("https://api.digital-audience.example")
+    );
     assert_eq!(printed["upstream"]["password"].as_str(), Some("[REDACTED]"));
     assert_eq!(printed["auth"]["hs256_secret"].as_str(), Some("[REDACTED]"));
     assert_eq!(printed["redis"]["url"].as_str(), Some("[REDACTED]"));
     assert_eq!(printed["cache"]["ttl_secs"].as_integer(), Some(42));
     assert_eq!(printed["log"]["level"].as_str(), Some("info,audit=info"));
     // Unset options are left out, defaults are printed.
-    assert!(printed["upstream"].get("session_cookie").is_none(), "{stdout}");
-    assert_eq!(printed["upstream"]["max_concurrency"].as_integer(), Some(256), "{stdout}");
+    assert!(
+        printed["upstream"].get("session_cookie").is_none(),
+        "{stdout}"
+    );
+    assert_eq!(
+        printed["upstream"]["max_concurrency"].as_integer(),
+        Some(256),
+        "{stdout}"
+    );
     for secret in [PASSWORD, SECRET, REDIS_PASSWORD] {
         assert!(!stdout.contains(secret), "{secret} printed");
         assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
@@ -71,8 +84,15 @@ fn fails_like_start_up(extra: &[(&str, &str)], message: &str) {
     assert_eq!(stderr, format!("audience-gateway: {message}\n"));
     assert!(check.stdout.is_empty(), "{check:?}");
     assert_eq!(serve.status.code(), Some(1), "{serve:?}");
-    assert_eq!(String::from_utf8_lossy(&serve.stderr), stderr, "serve says the same");
-    assert!(!stderr.contains(PASSWORD) && !stderr.contains(SECRET), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&serve.stderr),
+        stderr,
+        "serve says the same"
+    );
+    assert!(
+        !stderr.contains(PASSWORD) && !stderr.contains(SECRET),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -83,7 +103,7 @@ fn an_invalid_setting_fails_with_start_ups_message() {
     );
     fails_like_start_up(
         &[("GATEWAY_CACHE__TTL_SECS", "soon")],
-        "invalid configuration: cache.ttl_secs (env GATEWAY_CACHE__TTL_SECS): invalid digit found in string",
+        "invalid configuration: cache.ttl_secs (env GATEWAY_CACHE__TTL_SECS): expected an integer, found string \"soon\"",
     );
 }
 

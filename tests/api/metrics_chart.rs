@@ -89,7 +89,10 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_in_a_scrape() {
         referenced.extend(names);
     }
     let missing: Vec<&String> = referenced.difference(&exposed).collect();
-    assert!(missing.is_empty(), "not in the scrape: {missing:?}\n{scrape}");
+    assert!(
+        missing.is_empty(),
+        "not in the scrape: {missing:?}\n{scrape}"
+    );
 
     // What operators chart is there, with values from this traffic.
     for sample in [
@@ -123,7 +126,8 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_in_a_scrape() {
         assert!(value > 0.0, "{name} = {value}");
     }
     assert!(
-        audience_gateway::metrics::COMMIT != "unknown" || !std::path::Path::new(root).join(".git").exists(),
+        audience_gateway::metrics::COMMIT != "unknown"
+            || !std::path::Path::new(root).join(".git").exists(),
         "built in a git checkout, the commit is known"
     );
 }
