@@ -4,8 +4,9 @@
 // a browser gets through CORS.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 
@@ -51,6 +52,8 @@ async function startSandbox(): Promise<Sandbox> {
       ),
       GATEWAY_SERVER__CORS_ALLOWED_ORIGINS: ORIGIN,
       GATEWAY_LOG__LEVEL: "error",
+      // The activation ledger's SQLite file goes to a directory of its own, not the tree.
+      GATEWAY_LEDGER__DIR: mkdtempSync(join(tmpdir(), "gateway-ledger-")),
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
