@@ -26,6 +26,9 @@ ROWS = [
     ("a  (same run, other baseline)", "a_cached_hs256", "base_static_mi", "handler on mimalloc"),
     ("baseline: minimal handler, Origin req", "base_static_origin", None, ""),
     ("a' cached GET, CORS configured", "a_cors", "base_static_origin", "minimal handler"),
+    ("baseline: a, traces off", "t_off", None, ""),
+    ("a  traced, 1 % sampled", "t_1pct", "t_off", "traces off"),
+    ("a  traced, 100 % sampled", "t_all", "t_off", "traces off"),
     ("baseline: simulator GET direct", "base_upstream_get", None, ""),
     ("baseline: reqwest forwarder", "base_forward", None, ""),
     ("c  miss GET (cache off)", "c_miss", "base_forward", "forwarder"),
@@ -214,6 +217,12 @@ def main():
     if mem:
         out.append("gateway memory (VmRSS / VmHWM from /proc/<pid>/status):")
         out.extend(mem)
+    if isinstance(notes.get("otlp_sink"), dict):
+        sink = notes["otlp_sink"]
+        out.append(
+            f"OTLP collector received {sink['exports']} exports, {sink['bytes'] / MIB:.1f} MiB "
+            "(traced rows)"
+        )
     if "access_lines_cached" in notes:
         out.append(
             f"access log lines written: cached gateway {notes['access_lines_cached']}, "

@@ -18,8 +18,9 @@ use audience_gateway::auth::Authenticator;
 use audience_gateway::cache::{AudienceCache, CachedAudience};
 use audience_gateway::metrics::Metrics;
 use audience_gateway::settings::{AuthSettings, CacheSettings, UpstreamSettings};
+use audience_gateway::telemetry::CallContext;
 use audience_gateway::upstream::api::{decode, AudienceDto, Decoded};
-use audience_gateway::upstream::{CallContext, UpstreamClient};
+use audience_gateway::upstream::UpstreamClient;
 use audience_sandbox::{Simulator, SimulatorConfig};
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
@@ -208,7 +209,7 @@ fn cache(c: &mut Criterion) {
 /// tracing-subscriber's own JSON formatter, both into a sink: what keeps `telemetry/json.rs`.
 fn log(c: &mut Criterion) {
     use audience_gateway::settings::{LogFormat, LogSettings};
-    use audience_gateway::telemetry::{self, REQUEST_ID};
+    use audience_gateway::telemetry::{self, RequestScope, REQUEST};
     let settings = LogSettings {
         format: LogFormat::Json,
         level: "info".into(),
@@ -224,12 +225,15 @@ fn log(c: &mut Criterion) {
             "request"
         )
     };
-    let id: std::rc::Rc<str> = "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a".into();
+    let scope = std::rc::Rc::new(RequestScope {
+        id: "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a".into(),
+        trace: None,
+    });
     let mut group = c.benchmark_group("log");
-    let shipped = telemetry::subscriber(&settings, std::io::sink);
+    let shipped = telemetry::subscriber(&settings, std::io::sink, None);
     tracing::subscriber::with_default(shipped, || {
         group.bench_function("access_line", |b| {
-            b.iter(|| REQUEST_ID.sync_scope(id.clone(), access))
+            b.iter(|| REQUEST.sync_scope(scope.clone(), access))
         })
     });
     // The same fields without `request_id`, which this formatter has no way to add.

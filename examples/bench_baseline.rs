@@ -1,9 +1,11 @@
 //! Bench-only baselines that `bench/run` measures the gateway against, in the same run and
-//! under the same pinning. Neither is part of the gateway.
+//! under the same pinning, and the trace collector its traced rows export to. None is part
+//! of the gateway.
 //!
 //! ```text
-//! bench_baseline static  --addr 127.0.0.1:P --body-file audience.json
-//! bench_baseline forward --addr 127.0.0.1:P --upstream http://127.0.0.1:U
+//! bench_baseline static    --addr 127.0.0.1:P --body-file audience.json
+//! bench_baseline forward   --addr 127.0.0.1:P --upstream http://127.0.0.1:U
+//! bench_baseline otlp-sink --addr 127.0.0.1:P
 //! ```
 //! `static` is the least an actix-web server can do for `GET /v1/audiences/{id}`: answer
 //! fixed bytes (the gateway's cached body). `forward` is a plain reqwest forwarder: it logs
@@ -11,9 +13,11 @@
 //! `/audience/loadAudienceById/{id}` with the session cookie and returns the upstream body
 //! as-is (no auth, no envelope decoding, no cache, no telemetry); likewise each
 //! `POST /v1/audiences/{id}/activations` to `/audience/activate`, with `audienceId` added to
-//! the body.
+//! the body. `otlp-sink` takes OTLP/HTTP exports (`POST /v1/traces`) as a collector would,
+//! without decoding them, and counts them (`GET /stats`: exports and bytes).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
@@ -47,6 +51,31 @@ enum Mode {
         #[arg(long, default_value = "sandbox-password")]
         password: String,
     },
+    /// Accept OTLP/HTTP trace exports and count them.
+    OtlpSink,
+}
+
+#[derive(Default)]
+struct Received {
+    exports: AtomicU64,
+    bytes: AtomicU64,
+}
+
+async fn export(received: web::Data<Received>, body: Bytes) -> HttpResponse {
+    received.exports.fetch_add(1, Ordering::Relaxed);
+    received
+        .bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    HttpResponse::Ok()
+        .content_type("application/x-protobuf")
+        .finish()
+}
+
+async fn stats(received: web::Data<Received>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "exports": received.exports.load(Ordering::Relaxed),
+        "bytes": received.bytes.load(Ordering::Relaxed),
+    }))
 }
 
 struct Forwarder {
@@ -170,6 +199,19 @@ async fn main() -> anyhow::Result<()> {
                         "/v1/audiences/{id}/activations",
                         web::post().to(forward_activation),
                     )
+            })
+            .workers(args.workers)
+            .listen(listener)?
+            .run()
+        }
+        Mode::OtlpSink => {
+            let received = web::Data::new(Received::default());
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(received.clone())
+                    .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                    .route("/v1/traces", web::post().to(export))
+                    .route("/stats", web::get().to(stats))
             })
             .workers(args.workers)
             .listen(listener)?

@@ -83,7 +83,8 @@ schema = json.load(open(sys.argv[1]))["properties"]["config"]["properties"]
 src = "".join(open(f).read() for f in sorted(glob.glob(os.path.join(sys.argv[2], "*.rs"))))
 # Secrets reach the gateway only as env vars from the Secret, never through the chart.
 secret_fields = {("auth", "hs256_secret"), ("upstream", "password"),
-                 ("upstream", "session_cookie"), ("redis", "url"), ("ledger", "url")}
+                 ("upstream", "session_cookie"), ("redis", "url"), ("ledger", "url"),
+                 ("otel", "headers")}
 settings = {}
 for name, body in re.findall(r"pub struct (\w+)Settings\s*\{(.*?)\n\}", src, re.S):
     section = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -138,7 +138,10 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 base="http://127.0.0.1:${port}"
 log "starting audience-gateway sandbox on ${base}"
 # Activations are rate-limited; lifted so that Schemathesis tests the operation, not the limit.
-GATEWAY_RATE_LIMIT__PER_CALLER_PER_MINUTE=1000000 GATEWAY_RATE_LIMIT__PER_CALLER_BURST=1000000 \
+# The activation ledger starts empty in a directory of this run.
+rm -rf "${out}/ledger"
+GATEWAY_LEDGER__DIR="${out}/ledger" \
+  GATEWAY_RATE_LIMIT__PER_CALLER_PER_MINUTE=1000000 GATEWAY_RATE_LIMIT__PER_CALLER_BURST=1000000 \
   GATEWAY_RATE_LIMIT__GLOBAL_PER_MINUTE=1000000 GATEWAY_RATE_LIMIT__GLOBAL_BURST=1000000 \
   GATEWAY_LOG__LEVEL="${GATEWAY_LOG__LEVEL:-warn}" \
   "${gateway}" sandbox --port "${port}" >"${out}/sandbox.log" 2>&1 &

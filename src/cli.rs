@@ -125,8 +125,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let settings = Settings::load(file)?;
-            // Held until the command returns: its drop writes out the last log lines.
-            let _log_writer = telemetry::init(&settings.log);
+            // Held until the command returns: its drop exports the last spans and writes
+            // out the last log lines.
+            let _telemetry = telemetry::init(&settings.log, &settings.otel)?;
             let app = Application::build(settings).await?;
             tracing::info!(port = app.port(), "audience-gateway listening");
             app.run_until_stopped(true).await?;
@@ -235,7 +236,7 @@ async fn sandbox(file: Option<&std::path::Path>, args: SandboxArgs) -> anyhow::R
         env.insert("GATEWAY_AUTH__HS256_SECRET".into(), SANDBOX_SECRET.into());
     }
     let settings = Settings::load_from(file, env)?;
-    let _log_writer = telemetry::init(&settings.log);
+    let _telemetry = telemetry::init(&settings.log, &settings.otel)?;
     let secret = settings
         .auth
         .hs256_secret

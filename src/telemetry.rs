@@ -1,10 +1,11 @@
-//! Logging, request ids and the access log.
+//! Logging, request ids, traces and the access log.
 //!
 //! [`request_context`] runs around every request, outside every other layer: it takes the
-//! caller's `X-Request-Id` (or makes one), makes it the [`REQUEST_ID`] of every log line
-//! the request writes, returns the id in the response, fills it into problem+json bodies,
-//! records metrics under the matched route template and writes one access line. It knows
-//! nothing of the routes themselves.
+//! caller's `X-Request-Id` (or makes one) and opens the request's server span (continuing
+//! the caller's `traceparent`; a disabled span when traces are off), makes both the
+//! [`REQUEST`] scope of every log line the request writes, returns the id in the response,
+//! fills it into problem+json bodies, records metrics under the matched route template and
+//! writes one access line. It knows nothing of the routes themselves.
 //!
 //! Log lines are queued to a worker thread that writes them to stderr (tracing-appender's
 //! non-blocking writer), so a request never waits on stderr: if stderr stalls and the queue
@@ -12,6 +13,7 @@
 //! queued lines at exit.
 
 mod json;
+pub mod otel;
 
 use std::io::BufWriter;
 use std::rc::Rc;
@@ -22,59 +24,104 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use tracing::{Event, Subscriber};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing::field::Empty;
+use tracing::{Event, Instrument, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
-use crate::auth::CallerSubject;
+use crate::auth::{Caller, CallerSubject};
 use crate::error::{ApiError, Problem};
-use crate::settings::{LogFormat, LogSettings};
-use crate::upstream::CallContext;
+use crate::settings::{LogFormat, LogSettings, OtelSettings};
 use crate::AppState;
 
 /// Request id header, accepted from callers and sent upstream.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Installs the global subscriber (JSON or text) writing to stderr through the
-/// non-blocking writer. Keep the guard for as long as the process logs: dropping it writes
-/// out the queued lines. Safe to call more than once (the first subscriber stays).
-pub fn init(s: &LogSettings) -> WorkerGuard {
+/// What [`init`] set up; hold it for as long as the process logs. Its drop exports the
+/// spans still queued (bounded by the export timeout), then writes out the queued lines.
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+    _log_writer: WorkerGuard,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(traces) = self.traces.take() {
+            if let Err(e) = traces.shutdown() {
+                tracing::warn!(error = %e, "could not export the last spans");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber: log lines (JSON or text) to stderr through the
+/// non-blocking writer, and spans to the OTLP exporter when `otel` turns traces on. Safe
+/// to call more than once (the first subscriber stays).
+pub fn init(log: &LogSettings, otel: &OtelSettings) -> anyhow::Result<Telemetry> {
+    let traces = otel::provider(otel)?;
     // The worker drains the queue into the buffer and flushes when the queue is empty: one
     // write(2) per burst of lines, and none left waiting when the gateway goes idle.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .thread_name("log-writer")
         .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-    let _ = subscriber(s, writer).try_init();
-    guard
+    let tracer = traces.as_ref().map(|p| p.tracer("audience-gateway"));
+    let _ = subscriber(log, writer, tracer).try_init();
+    Ok(Telemetry {
+        traces,
+        _log_writer: guard,
+    })
 }
 
-/// The subscriber [`init`] installs, writing to `writer` (the benchmarks give it a sink).
-pub fn subscriber<W>(s: &LogSettings, writer: W) -> Box<dyn Subscriber + Send + Sync>
+/// The subscriber [`init`] installs, writing lines to `writer` (the benchmarks give it a
+/// sink) and spans to `tracer`, if any. The story's spans and events ([`otel::TARGET`])
+/// never become log lines.
+pub fn subscriber<W>(
+    s: &LogSettings,
+    writer: W,
+    tracer: Option<SdkTracer>,
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_new(&s.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(writer);
-    match s.format {
-        LogFormat::Json => Box::new(
-            builder
-                .event_format(json::JsonEvent)
-                .fmt_fields(json::JsonFields)
-                .finish(),
-        ),
-        LogFormat::Text => Box::new(
-            builder
-                .event_format(TextEvent(fmt::format().compact()))
-                .finish(),
-        ),
-    }
+    let directives = format!("{},{}=off", s.level, otel::TARGET);
+    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = fmt::layer().with_writer(writer);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match s.format {
+        LogFormat::Json => lines
+            .event_format(json::JsonEvent)
+            .fmt_fields(json::JsonFields)
+            .boxed(),
+        LogFormat::Text => lines
+            .event_format(TextEvent(fmt::format().compact()))
+            .boxed(),
+    };
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            // Nothing else reads OpenTelemetry's thread-local context: entering a span
+            // need not attach it.
+            .with_context_activation(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(filter_fn(otel::exported))
+    });
+    Box::new(
+        tracing_subscriber::registry()
+            .with(lines.with_filter(filter))
+            .with(spans),
+    )
 }
 
-/// The compact text line, with ` request_id=<id>` at the end while a request is served.
+/// The compact text line, with ` request_id=<id>` (and ` trace_id=.. span_id=..` when the
+/// request is traced) at the end while a request is served.
 struct TextEvent(fmt::format::Format<fmt::format::Compact>);
 
 impl<S, N> FormatEvent<S, N> for TextEvent
@@ -88,12 +135,16 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let Ok(id) = REQUEST_ID.try_with(Rc::clone) else {
+        let Ok(scope) = REQUEST.try_with(Rc::clone) else {
             return self.0.format_event(ctx, writer, event);
         };
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        writeln!(writer, "{} request_id={id}", line.trim_end())
+        write!(writer, "{} request_id={}", line.trim_end(), scope.id)?;
+        if let Some(t) = &scope.trace {
+            write!(writer, " trace_id={} span_id={}", t.trace_id, t.span_id)?;
+        }
+        writeln!(writer)
     }
 }
 
@@ -120,8 +171,17 @@ fn acceptable_traceparent(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
+/// Per-request values sent upstream.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub request_id: String,
+    /// The caller's `traceparent`, passed on when the gateway does not trace the call
+    /// itself.
+    pub traceparent: Option<String>,
+}
+
 /// The request's id and trace context, for handlers to pass upstream: the id is the
-/// request's [`REQUEST_ID`], the trace context its `traceparent` header when well formed.
+/// request's [`REQUEST`] id, the trace context its `traceparent` header when well formed.
 #[derive(Debug, Clone)]
 pub struct RequestContext(pub CallContext);
 
@@ -138,7 +198,9 @@ impl RequestContext {
     /// The context of `req`; inside the request-id scope, as every handler runs.
     pub fn of(req: &HttpRequest) -> Self {
         RequestContext(CallContext {
-            request_id: REQUEST_ID.try_with(|id| id.to_string()).unwrap_or_default(),
+            request_id: REQUEST
+                .try_with(|scope| scope.id.to_string())
+                .unwrap_or_default(),
             traceparent: req
                 .headers()
                 .get("traceparent")
@@ -152,9 +214,17 @@ impl RequestContext {
 #[derive(Debug, Clone, Copy)]
 pub struct Route(pub &'static str);
 
-/// The trace id of `req`: the trace-id part of the `traceparent` it carried, when well
-/// formed. The audit trail takes the trace id from here, and only here.
+/// The trace id of `req`: its server span's when traces are on, else the trace-id part of
+/// the `traceparent` it carried, when well formed. The audit trail takes the trace id from
+/// here, and only here.
 pub fn trace_id(req: &HttpRequest) -> Option<String> {
+    let traced = REQUEST
+        .try_with(|scope| scope.trace.as_ref().map(|t| t.trace_id.clone()))
+        .ok()
+        .flatten();
+    if traced.is_some() {
+        return traced;
+    }
     let traceparent = req
         .headers()
         .get("traceparent")
@@ -162,16 +232,30 @@ pub fn trace_id(req: &HttpRequest) -> Option<String> {
     traceparent.split('-').nth(1).map(str::to_string)
 }
 
+/// The request whose code is running: every log line written meanwhile carries its id and,
+/// when it is traced, its server span's trace and span id.
+#[derive(Debug)]
+pub struct RequestScope {
+    pub id: Box<str>,
+    pub trace: Option<TraceIds>,
+}
+
+/// A traced request's ids, in hex.
+#[derive(Debug)]
+pub struct TraceIds {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
 tokio::task_local! {
-    /// The id of the request whose code is running: every log line written meanwhile
-    /// carries it (`request_id`), whatever span is current. Set per poll of the request's
-    /// future, so it follows the request across awaits without a span per request.
-    pub static REQUEST_ID: Rc<str>;
+    /// The [`RequestScope`] of the request whose code is running, set per poll of the
+    /// request's future, so it follows the request across awaits whatever span is current.
+    pub static REQUEST: Rc<RequestScope>;
 }
 
 /// The caller's `X-Request-Id` when usable, else a new v4 UUID from the thread-local
 /// generator (no getrandom(2) per request).
-fn request_id(req: &ServiceRequest) -> Rc<str> {
+fn request_id(req: &ServiceRequest) -> Box<str> {
     if let Some(id) = req
         .headers()
         .get(&REQUEST_ID_HEADER)
@@ -187,13 +271,81 @@ fn request_id(req: &ServiceRequest) -> Rc<str> {
     id.into()
 }
 
+/// RFC 9211 `Cache-Status`, read back into the server span.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// The request's server span, named and continued from the caller when traces are on.
+/// Only a traced request resolves its route this early (for the span's name, which is
+/// fixed once the span starts); the answer reuses it.
+fn server_span(req: &ServiceRequest, request_id: &str) -> (tracing::Span, Option<String>) {
+    let span = tracing::info_span!(
+        target: otel::TARGET,
+        "HTTP request",
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = req.method().as_str(),
+        http.route = Empty,
+        url.path = req.path(),
+        http.response.status_code = Empty,
+        enduser.id = Empty,
+        audience_gateway.client_id = Empty,
+        audience_gateway.cache_status = Empty,
+        audience_gateway.request_id = request_id,
+    );
+    if span.is_disabled() {
+        return (span, None);
+    }
+    let route = req.match_pattern();
+    let name = match &route {
+        Some(route) => format!("{} {route}", req.method()),
+        None => req.method().to_string(),
+    };
+    span.record("otel.name", name);
+    if let Some(route) = &route {
+        span.record("http.route", route.as_str());
+    }
+    otel::continue_trace(&span, req.headers());
+    (span, route)
+}
+
+/// Records the answer on the server span (a 5xx is an error; a 4xx is the caller's).
+fn finish_span(span: &tracing::Span, res: &ServiceResponse<BoxBody>, caller: Option<&Caller>) {
+    if span.is_disabled() {
+        return;
+    }
+    let status = res.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    if let Some(caller) = caller {
+        span.record("enduser.id", caller.sub.as_str());
+        if let Some(client) = &caller.client_id {
+            span.record("audience_gateway.client_id", client.as_str());
+        }
+    }
+    if let Some(v) = res
+        .headers()
+        .get(CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("audience_gateway.cache_status", v);
+    }
+}
+
 /// The middleware described in the module docs.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let request_id = request_id(&req);
+    let id = request_id(&req);
+    let (span, early_route) = server_span(&req, &id);
+    let scope = Rc::new(RequestScope {
+        id,
+        trace: otel::ids(&span).map(|(trace_id, span_id)| TraceIds { trace_id, span_id }),
+    });
     let method = req.method().clone();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let limit = state
@@ -210,19 +362,23 @@ pub async fn request_context(
     } else {
         // Handlers' errors arrive here as responses; only inner middleware can fail
         // outright (e.g. CORS refusing an origin), and actix renders those itself.
-        // `call` runs inside the scope too: the cache layer, routing and extractors
-        // start there.
-        REQUEST_ID
-            .scope(request_id.clone(), async move { next.call(req).await })
+        // `call` runs inside the scope and the span too: the cache layer, routing and
+        // extractors start there.
+        REQUEST
+            .scope(
+                scope.clone(),
+                async move { next.call(req).await }.instrument(span.clone()),
+            )
             .await?
             .map_into_boxed_body()
     };
     // An answer given before routing names its route; otherwise the matched pattern, or
     // the path resolved against the routes when none ran (a refused preflight).
     let named = res.response().extensions().get::<Route>().map(|r| r.0);
-    let matched = match named {
-        Some(_) => None,
-        None => res.request().match_pattern(),
+    let matched = match (named, early_route) {
+        (Some(_), _) => None,
+        (None, Some(route)) => Some(route),
+        (None, None) => res.request().match_pattern(),
     };
     let route = named.or(matched.as_deref()).unwrap_or("unmatched");
     let caller = res
@@ -230,10 +386,12 @@ pub async fn request_context(
         .extensions()
         .get::<CallerSubject>()
         .map(|s| s.0.clone());
-    let mut res = fill_problem(res, &request_id);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    let mut res = fill_problem(res, &scope.id);
+    if let Ok(v) = HeaderValue::from_str(&scope.id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    finish_span(&span, &res, caller.as_deref());
+    drop(span);
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     if let Some(state) = &state {
@@ -241,7 +399,7 @@ pub async fn request_context(
             .metrics
             .http_request(route, method.as_str(), status, elapsed);
     }
-    REQUEST_ID.sync_scope(request_id, || {
+    REQUEST.sync_scope(scope, || {
         tracing::info!(
             target: "access",
             method = method.as_str(),

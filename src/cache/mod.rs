@@ -29,7 +29,8 @@ use store::{Stamped, Store};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::CacheSettings;
-use crate::upstream::{CallContext, UpstreamClient, UpstreamError};
+use crate::telemetry::CallContext;
+use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// RFC 9211 `Cache-Status`.
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");

@@ -93,6 +93,15 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Stable lower-case name, for traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Admitted { .. } => "admitted",
+            Decision::Limited { .. } => "limited",
+            Decision::Unavailable { .. } => "unavailable",
+        }
+    }
+
     /// Whether the activation may go ahead.
     pub fn is_admitted(&self) -> bool {
         matches!(self, Decision::Admitted { .. })

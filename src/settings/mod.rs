@@ -1,5 +1,6 @@
 //! Typed, layered settings: built-in defaults, then an optional TOML file, then environment
-//! variables prefixed `GATEWAY_` with `__` between levels (`GATEWAY_UPSTREAM__BASE_URL`).
+//! variables prefixed `GATEWAY_` with `__` between levels (`GATEWAY_UPSTREAM__BASE_URL`),
+//! then the standard `OTEL_*` variables over the `otel` table.
 //!
 //! One submodule per section (`server`, `auth`, `upstream`, ...), each with its `validate`.
 //! Times are `Duration`s read from the whole numbers their setting names state the unit of
@@ -14,6 +15,7 @@ mod duration;
 mod idempotency;
 mod ledger;
 mod log;
+mod otel;
 mod rate_limit;
 mod redis;
 mod server;
@@ -30,6 +32,7 @@ pub use cache::CacheSettings;
 pub use idempotency::IdempotencySettings;
 pub use ledger::{LedgerBackend, LedgerSettings, SQLITE_FILE};
 pub use log::{LogFormat, LogSettings};
+pub use otel::{OtelExporter, OtelSettings, Sampler};
 pub use rate_limit::RateLimitSettings;
 pub use redis::{LimiterFallback, RedisSettings};
 pub use server::ServerSettings;
@@ -67,6 +70,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     #[serde(default)]
     pub ledger: LedgerSettings,
+    #[serde(default)]
+    pub otel: OtelSettings,
 }
 
 impl Settings {
@@ -100,6 +105,11 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
+        let otel_env: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("OTEL_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let env: HashMap<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("GATEWAY_") && k != CONFIG_FILE_ENV)
@@ -114,10 +124,12 @@ impl Settings {
                 .with_list_parse_key("server.cors_allowed_origins")
                 .source(Some(env.into_iter().collect())),
         );
-        builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(named_error)
+            .map_err(named_error)?;
+        settings.otel.apply_env(&otel_env)?;
+        Ok(settings)
     }
 
     /// Checks each section for what its types cannot express.
@@ -129,6 +141,7 @@ impl Settings {
         self.cache.validate()?;
         self.redis.validate()?;
         self.log.validate()?;
+        self.otel.validate()?;
         self.ledger.validate()
     }
 
@@ -199,7 +212,8 @@ mod tests {
 
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    /// An environment of `pairs` (also for the sections' own tests).
+    pub(super) fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -73,24 +73,24 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a call's outcome.
-    pub fn record(&self, success: bool, probe: bool) {
+    /// Records a call's outcome; returns the state it moved the breaker to, if it moved
+    /// it (`Open` when it opened or reopened, `Closed` when a call closed it).
+    pub fn record(&self, success: bool, probe: bool) -> Option<BreakerState> {
         let mut s = self.lock();
         if probe {
             s.probing = false;
         }
         if success {
             s.failures = 0;
-            s.open_until = None;
-            return;
+            return s.open_until.take().map(|_| BreakerState::Closed);
         }
         s.failures = s.failures.saturating_add(1);
         if self.threshold > 0 && (probe || s.failures >= self.threshold) {
-            if s.open_until.is_none() || probe {
-                tracing::warn!(failures = s.failures, "upstream circuit breaker opened");
-            }
+            let opened = s.open_until.is_none() || probe;
             s.open_until = Some(Instant::now() + self.open_for);
+            return opened.then_some(BreakerState::Open);
         }
+        None
     }
 
     /// Current state.
@@ -115,12 +115,13 @@ mod tests {
             assert_eq!(b.admit(), Ok(false));
             b.record(false, false);
         }
+        assert_eq!(b.record(false, false), None, "already open");
         assert!(b.admit().is_err());
         assert_eq!(b.state(), BreakerState::Open);
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(b.admit(), Ok(true));
         assert!(b.admit().is_err(), "one probe at a time");
-        b.record(true, true);
+        assert_eq!(b.record(true, true), Some(BreakerState::Closed));
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(), Ok(false));
     }
@@ -128,10 +129,10 @@ mod tests {
     #[test]
     fn failed_probe_reopens() {
         let b = CircuitBreaker::new(1, Duration::from_millis(10));
-        b.record(false, false);
+        assert_eq!(b.record(false, false), Some(BreakerState::Open));
         std::thread::sleep(Duration::from_millis(15));
         assert_eq!(b.admit(), Ok(true));
-        b.record(false, true);
+        assert_eq!(b.record(false, true), Some(BreakerState::Open));
         assert_eq!(b.state(), BreakerState::Open);
     }
 }

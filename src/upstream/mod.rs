@@ -19,6 +19,8 @@ use serde::de::IgnoredAny;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use crate::domain::{
     Activation, Audience, AudiencePatch, Campaign, NewActivation, NewAudience, PlatformAccount,
@@ -26,6 +28,7 @@ use crate::domain::{
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::UpstreamSettings;
+use crate::telemetry::{otel, CallContext};
 use api::{AudienceDto, Decoded, Operation, Payload, Refusal};
 pub use breaker::BreakerState;
 use breaker::CircuitBreaker;
@@ -111,13 +114,6 @@ impl From<UpstreamError> for ApiError {
             },
         }
     }
-}
-
-/// Per-request values sent upstream.
-#[derive(Debug, Clone, Default)]
-pub struct CallContext {
-    pub request_id: String,
-    pub traceparent: Option<String>,
 }
 
 /// Result of one HTTP exchange.
@@ -364,10 +360,18 @@ impl UpstreamClient {
         id: Option<i64>,
         body: Option<&[u8]>,
     ) -> Result<T, UpstreamError> {
-        let probe = self
-            .breaker
-            .admit()
-            .map_err(|wait| UpstreamError::Unavailable("circuit open".into(), Some(wait)))?;
+        let probe = self.breaker.admit().map_err(|wait| {
+            tracing::info!(
+                target: otel::TARGET,
+                op = op.name(),
+                retry_after_ms = wait.as_millis() as u64,
+                "circuit open: call refused"
+            );
+            UpstreamError::Unavailable("circuit open".into(), Some(wait))
+        })?;
+        if probe {
+            tracing::info!(target: otel::TARGET, op = op.name(), "circuit half-open: probe call");
+        }
         // A free permit needs no timer; only a caller that has to queue gets a deadline.
         let permit = match self.permits.try_acquire() {
             Ok(permit) => permit,
@@ -393,15 +397,23 @@ impl UpstreamClient {
             )
             .await;
         drop(permit);
-        self.breaker.record(
-            result.as_ref().map_or_else(|e| !e.is_outage(), |_| true),
-            probe,
-        );
+        let healthy = result.as_ref().map_or_else(|e| !e.is_outage(), |_| true);
+        match self.breaker.record(healthy, probe) {
+            Some(BreakerState::Open) => {
+                tracing::warn!(op = op.name(), "upstream circuit breaker opened");
+            }
+            Some(BreakerState::Closed) => {
+                tracing::info!(op = op.name(), "upstream circuit breaker closed");
+            }
+            Some(BreakerState::HalfOpen) | None => {}
+        }
         result
     }
 
     /// The one retry loop, for calls and logins: up to `retries` more attempts while
-    /// `retryable(error, sent)` holds, waiting [`backoff`] between them.
+    /// `retryable(error, sent)` holds, waiting [`backoff`] between them. Each attempt is a
+    /// client span (operation, attempt number, HTTP status, outcome, and the back-off that
+    /// follows it), the parent of the vendor's side of the call.
     async fn retrying<T, F, Fut>(
         &self,
         op: Operation,
@@ -414,14 +426,39 @@ impl UpstreamClient {
     {
         let mut done = 0;
         loop {
-            match attempt().await {
+            let span = tracing::info_span!(
+                target: otel::TARGET,
+                "upstream call",
+                otel.name = op.name(),
+                otel.kind = "client",
+                otel.status_code = Empty,
+                http.request.method = op.method().as_str(),
+                http.response.status_code = Empty,
+                audience_gateway.operation = op.name(),
+                audience_gateway.attempt = done + 1,
+                audience_gateway.outcome = Empty,
+                audience_gateway.backoff_ms = Empty,
+            );
+            let result = attempt().instrument(span.clone()).await;
+            let outcome = result.as_ref().map_or_else(|a| a.error.outcome(), |_| "ok");
+            span.record("audience_gateway.outcome", outcome);
+            match result {
                 Ok(v) => return Ok(v),
                 Err(Attempt { error, sent }) if done < self.retries && retryable(&error, sent) => {
                     done += 1;
+                    let wait = backoff(self.retry_base, done);
+                    span.record("otel.status_code", "error");
+                    span.record("audience_gateway.backoff_ms", wait.as_millis() as u64);
+                    drop(span);
                     tracing::debug!(op = op.name(), attempt = done, error = %error, "retrying upstream call");
-                    tokio::time::sleep(backoff(self.retry_base, done)).await;
+                    tokio::time::sleep(wait).await;
                 }
-                Err(Attempt { error, .. }) => return Err(error),
+                Err(Attempt { error, .. }) => {
+                    if error.is_outage() {
+                        span.record("otel.status_code", "error");
+                    }
+                    return Err(error);
+                }
             }
         }
     }
@@ -460,9 +497,23 @@ impl UpstreamClient {
         self.session.renew(stale, || self.login(ctx)).await
     }
 
-    /// `POST /account/login`; returns the session cookie value.
-    #[tracing::instrument(skip_all)]
+    /// `POST /account/login`; returns the session cookie value. A span of its own, the
+    /// parent of its attempts.
     async fn login(&self, ctx: &CallContext) -> Result<SecretString, UpstreamError> {
+        let span = tracing::info_span!(
+            target: otel::TARGET,
+            "upstream login",
+            otel.name = "session login",
+            otel.status_code = Empty,
+        );
+        let result = self.login_attempts(ctx).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        result
+    }
+
+    async fn login_attempts(&self, ctx: &CallContext) -> Result<SecretString, UpstreamError> {
         let (Some(user), Some(password)) = (&self.username, &self.password) else {
             self.metrics.login(false);
             return Err(UpstreamError::LoginFailed(
@@ -508,6 +559,7 @@ impl UpstreamClient {
             .await
             .map_err(|e| Attempt::from_transport(&e))?;
         let status = resp.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let cookie = session_cookie(resp.headers());
         let content_type = content_type(resp.headers());
         let bytes = read_body(resp).await.map_err(Attempt::sent)?;
@@ -558,8 +610,16 @@ impl UpstreamClient {
             .request(op.method(), url)
             .header("accept", "application/json")
             .header("x-request-id", &ctx.request_id);
-        if let Some(tp) = &ctx.traceparent {
-            req = req.header("traceparent", tp);
+        // The attempt's span is the vendor's parent when the gateway traces; otherwise the
+        // caller's context passes through.
+        let traced = otel::trace_headers(&tracing::Span::current());
+        if traced.is_empty() {
+            if let Some(tp) = &ctx.traceparent {
+                req = req.header("traceparent", tp);
+            }
+        }
+        for (name, value) in traced {
+            req = req.header(name, value);
         }
         if let Some(c) = cookie {
             req = req.header(COOKIE, c.header.clone());
@@ -588,6 +648,7 @@ impl UpstreamClient {
             .await
             .map_err(|e| Attempt::from_transport(&e))?;
         let status = resp.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         if status == 401 || status == 403 || status.is_redirection() {
             return Ok(Exchange::SessionExpired);
         }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use audience_gateway::auth::ALL_SCOPES;
-use audience_sandbox::{Simulator, SimulatorConfig};
+use audience_sandbox::SimulatorConfig;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
@@ -64,20 +64,11 @@ fn expected(rid: &str, operation: &str, status: u16, outcome: &str, rest: Value)
 
 #[actix_web::test]
 async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_secret() {
-    let config = SimulatorConfig::default();
-    let sim = Simulator::start(config.clone(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
-    let (child, base) = serve_binary(
-        &sim.base_url(),
-        &[
-            ("GATEWAY_UPSTREAM__USERNAME", config.username.as_str()),
-            ("GATEWAY_UPSTREAM__PASSWORD", config.password.as_str()),
-            ("GATEWAY_LOG__FORMAT", "json"),
-            ("GATEWAY_LOG__LEVEL", "warn,audit=info"),
-            ("GATEWAY_RATE_LIMIT__PER_CALLER_BURST", "2"),
-        ],
-    )
+    let (sim, child, base) = serve_binary_with_simulator(&[
+        ("GATEWAY_LOG__FORMAT", "json"),
+        ("GATEWAY_LOG__LEVEL", "warn,audit=info"),
+        ("GATEWAY_RATE_LIMIT__PER_CALLER_BURST", "2"),
+    ])
     .await;
     let s = Session {
         client: reqwest::Client::new(),
@@ -360,12 +351,13 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
     assert!(events.is_empty(), "events of no write: {events:?}");
 
     let all = String::from_utf8_lossy(&stderr);
+    let password = SimulatorConfig::default().password;
     for secret in [
         service.as_str(),
         analyst.as_str(),
         reader.as_str(),
         SECRET,
-        config.password.as_str(),
+        password.as_str(),
         "Audit sale",
         "Newsletter - Meta",
     ] {

@@ -114,3 +114,44 @@ fn an_invalid_log_level_stops_start_up() {
         "invalid configuration: log.level (env GATEWAY_LOG__LEVEL): expected a level (off, error, warn, info, debug, trace) or directives such as `info,audience_gateway=debug`, found `infoo`: `infoo` is not a level",
     );
 }
+
+#[test]
+fn the_standard_otel_variables_configure_traces_and_their_headers_stay_secret() {
+    let out = run(
+        &["config", "check"],
+        &base_env(&[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=otlp-key-5d1e"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("GATEWAY_OTEL__SERVICE_NAME", "gateway-eu"),
+        ]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let printed: toml::Table = toml::from_str(&stdout).expect("TOML");
+    let otel = &printed["otel"];
+    assert_eq!(otel["exporter"].as_str(), Some("otlp"));
+    assert_eq!(otel["endpoint"].as_str(), Some("http://collector:4318"));
+    assert_eq!(otel["headers"].as_str(), Some("[REDACTED]"));
+    assert_eq!(otel["sampler"].as_str(), Some("parentbased_traceidratio"));
+    assert_eq!(otel["sampler_arg"].as_float(), Some(0.25));
+    assert_eq!(otel["service_name"].as_str(), Some("gateway-eu"));
+    assert!(!stdout.contains("otlp-key-5d1e"), "{stdout}");
+}
+
+#[test]
+fn an_invalid_otel_variable_stops_start_up() {
+    fails_like_start_up(
+        &[("OTEL_TRACES_SAMPLER", "sometimes")],
+        "invalid configuration: otel.sampler (env OTEL_TRACES_SAMPLER): expected always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio, found `sometimes`",
+    );
+    fails_like_start_up(
+        &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+        "invalid configuration: otel.protocol (env OTEL_EXPORTER_OTLP_PROTOCOL): expected `http/protobuf` (the only protocol this gateway exports with), found `grpc`",
+    );
+}

@@ -19,6 +19,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 pub mod ledger_db;
+pub mod otlp;
 pub mod postgres_server;
 pub mod redis_server;
 pub mod tokens;
@@ -570,6 +571,22 @@ pub async fn serve_binary(upstream: &str, env: &[(&str, &str)]) -> (std::process
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (child, base)
+}
+
+/// The simulator with its default config, and [`serve_binary`] logged in to it.
+pub async fn serve_binary_with_simulator(
+    env: &[(&str, &str)],
+) -> (SimulatorHandle, std::process::Child, String) {
+    let config = SimulatorConfig::default();
+    let sim = Simulator::start(config.clone(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let account = [
+        ("GATEWAY_UPSTREAM__USERNAME", config.username.as_str()),
+        ("GATEWAY_UPSTREAM__PASSWORD", config.password.as_str()),
+    ];
+    let (child, base) = serve_binary(&sim.base_url(), &[&account[..], env].concat()).await;
+    (sim, child, base)
 }
 
 /// The lines the gateway binary wrote to stderr that are JSON objects.

@@ -29,6 +29,7 @@ mod redis;
 mod redis_outages;
 mod secrets;
 mod smoke;
+mod traces;
 mod upstream;
 mod vendor_faults;
 mod vendor_styles;

@@ -337,10 +337,13 @@ async fn malformed_upstream_bodies_are_502_without_echo() {
         assert_eq!(resp.status(), 502);
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        for leak in ["SqlException", "db-7", "hunter2", "trunc", "not-a-number"] {
-            assert!(!text.contains(leak), "{text}");
-        }
         let problem: Value = serde_json::from_str(&text).unwrap();
+        // The request id is a random UUID, which may hold a leak's letters by chance.
+        let mut rest = problem.clone();
+        rest.as_object_mut().unwrap().remove("requestId");
+        for leak in ["SqlException", "db-7", "hunter2", "trunc", "not-a-number"] {
+            assert!(!rest.to_string().contains(leak), "{text}");
+        }
         assert_eq!(
             problem,
             json!({

@@ -13,8 +13,7 @@ use crate::error::ApiError;
 use crate::ledger::{Entry, Origin};
 use crate::limits::Decision;
 use crate::routes::{set_header, JsonBody};
-use crate::telemetry::RequestContext;
-use crate::upstream::CallContext;
+use crate::telemetry::{otel, CallContext, RequestContext};
 use crate::AppState;
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -90,6 +89,12 @@ pub(super) async fn activate_audience(
         || async move {
             if state_ref.settings.rate_limit.enabled {
                 let d = state_ref.limiter.check(&principal).await;
+                tracing::info!(
+                    target: otel::TARGET,
+                    decision = d.name(),
+                    retry_after_ms = d.retry_after().map(|w| w.as_millis() as u64),
+                    "rate limit decision"
+                );
                 let refused = match &d {
                     Decision::Admitted { .. } => None,
                     Decision::Limited { retry_after, .. } => Some(ApiError::RateLimited {

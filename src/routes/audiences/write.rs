@@ -13,8 +13,8 @@ use crate::cache::{Representation, View};
 use crate::domain::{Audience, AudiencePatch, NewAudience};
 use crate::error::ApiError;
 use crate::routes::{json, json_bytes, JsonBody};
+use crate::telemetry::CallContext;
 use crate::telemetry::RequestContext;
-use crate::upstream::CallContext;
 use crate::AppState;
 
 /// Create an audience
