@@ -297,6 +297,23 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The queued record of an activation, marked deleted when its audience's deletion
+    /// is queued too.
+    fn pending(&self, audience_id: i64, flow_id: &str) -> Option<Entry> {
+        let queue = self.queue();
+        let mut entry = queue.iter().find_map(|op| match op {
+            Op::Insert(e) if e.audience_id == audience_id && e.flow_id == flow_id => {
+                Some(Entry::clone(e))
+            }
+            _ => None,
+        })?;
+        entry.audience_deleted_at = queue.iter().find_map(|op| match op {
+            Op::MarkDeleted { audience_id: a, at } if *a == audience_id => Some(*at),
+            _ => None,
+        });
+        Some(entry)
+    }
+
     fn enqueue(&self, op: Op) {
         let mut queue = self.queue();
         if queue.len() >= self.capacity {
@@ -466,13 +483,22 @@ impl Ledger {
         Ok((rows, next))
     }
 
-    /// One activation of an audience.
+    /// One activation of an audience. One accepted but still waiting in the retry queue
+    /// is answered from there, so the `Location` of an activation answers while the
+    /// database cannot be written.
     #[tracing::instrument(skip_all, fields(audience_id, flow_id))]
     pub async fn get(&self, audience_id: i64, flow_id: &str) -> Result<Option<Entry>, ApiError> {
-        let flow_id = flow_id.to_string();
-        self.call(move |store| async move { store.get(audience_id, &flow_id).await })
-            .await
-            .map_err(unavailable)
+        let owned = flow_id.to_string();
+        let stored = self
+            .call(move |store| async move { store.get(audience_id, &owned).await })
+            .await;
+        match stored {
+            Ok(Some(entry)) => Ok(Some(entry)),
+            other => match self.shared.pending(audience_id, flow_id) {
+                Some(entry) => Ok(Some(entry)),
+                None => other.map_err(unavailable),
+            },
+        }
     }
 }
 

@@ -241,6 +241,14 @@ async fn an_outage_loses_no_accepted_activation(mut db: LedgerDb) {
     );
     let ready: Value = resp.json().await.unwrap();
     assert_eq!(ready["ledger"]["pendingWrites"], 3, "{ready}");
+    // A queued activation's Location answers, from the queue.
+    let queued = app
+        .get(&format!("/v1/audiences/1001/activations/{}", during[0]))
+        .await;
+    assert_eq!(queued.status(), 200);
+    let queued: Value = queued.json().await.unwrap();
+    assert_eq!(queued["flowId"], during[0].as_str(), "{queued}");
+    assert_eq!(queued["accountId"], 502, "{queued}");
 
     db.recover().await;
     wait_for_queue_drained(&app).await;
