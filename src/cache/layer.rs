@@ -2,8 +2,8 @@
 //! `304 Not Modified` for `GET /v1/audiences/{id}` (and its `/insights` and `/uploads`)
 //! once the caller is authorized, by the same function the `Authorized<Read>` extractor
 //! calls. Everything else (a miss, a refresh, a caller who is refused, a malformed id,
-//! every other route) goes on to routing and the handler, which reads through the cache
-//! (and so fills it) and answers with [`respond`] too.
+//! every other route, every read while the cache is disabled) goes on to routing and the
+//! handler, which reads through the cache (and so fills it) and answers with [`respond`] too.
 //!
 //! It sits at the same place in the stack whatever the settings: inside the request-id
 //! scope and the access log, so a hit is logged and counted under its route like any
@@ -88,13 +88,17 @@ where
 }
 
 /// The audience read a request asks for, if this layer may answer it: a `GET` of one of the
-/// cached reads, without a request to bypass the cache.
+/// cached reads, without a request to bypass the cache, while the cache is enabled (with the
+/// cache disabled there is never a fresh entry, so every request goes straight on).
 fn candidate(req: &HttpRequest) -> Option<(i64, View)> {
     if req.method() != Method::GET {
         return None;
     }
     let read = cached_read(req.path())?;
-    (!wants_refresh(req)).then_some(read)
+    let enabled = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| state.cache.enabled());
+    (enabled && !wants_refresh(req)).then_some(read)
 }
 
 /// The answer to a fresh hit, or `None` to hand the request on.

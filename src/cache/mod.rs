@@ -164,6 +164,11 @@ impl AudienceCache {
         headers.insert(CACHE_STATUS, cache_status);
     }
 
+    /// Whether reads go through the cache; when not, every read is a bypass.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// A fresh entry for `(identity, id)`, if the cache holds one. Counts a hit; anything
     /// else is left to [`AudienceCache::read`].
     pub async fn fresh(
