@@ -589,6 +589,16 @@ pub async fn serve_binary_with_simulator(
     (sim, child, base)
 }
 
+/// The readiness body of the gateway binary at `base`.
+pub async fn binary_readiness(base: &str) -> Value {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readiness answers")
+        .json()
+        .await
+        .expect("readiness body")
+}
+
 /// The lines the gateway binary wrote to stderr that are JSON objects.
 pub fn json_lines(stderr: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stderr)
