@@ -26,6 +26,28 @@ pub struct JsonEvent;
 /// Formats span fields as JSON members (`"k":v,"k2":v2`), pasted into every line.
 pub struct JsonFields;
 
+/// Whether `event` is actix-http's report of a request head it could not parse (malformed,
+/// or more headers than it takes): the client's mistake, already answered 400 or 431, which
+/// actix-http logs at ERROR before any request (or request id) exists. Its line is written
+/// at WARN, so no client can trip error-level alerts.
+fn client_mistake(event: &Event<'_>) -> bool {
+    struct ParseError(bool);
+    impl Visit for ParseError {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}").starts_with("stream error: request parse error");
+            }
+        }
+    }
+    let meta = event.metadata();
+    if *meta.level() != tracing::Level::ERROR || meta.target() != "actix_http::h1::dispatcher" {
+        return false;
+    }
+    let mut found = ParseError(false);
+    event.record(&mut found);
+    found.0
+}
+
 impl<S, N> FormatEvent<S, N> for JsonEvent
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -48,7 +70,11 @@ where
             line.push_str("{\"timestamp\":\"");
             push_timestamp(&mut line);
             line.push_str("\",\"level\":\"");
-            line.push_str(meta.level().as_str());
+            line.push_str(if client_mistake(event) {
+                "WARN"
+            } else {
+                meta.level().as_str()
+            });
             line.push('"');
             let mut fields = Members::new(&mut line, false);
             event.record(&mut fields);
@@ -351,6 +377,19 @@ mod tests {
         assert_eq!(b["ok"], true);
         assert!(b["nan"].is_null());
         assert!(b.get("span").is_none());
+    }
+
+    #[test]
+    fn unparsable_request_heads_are_warnings() {
+        let out = lines(|| {
+            tracing::error!(
+                target: "actix_http::h1::dispatcher",
+                "stream error: request parse error: invalid Header provided"
+            );
+            tracing::error!(target: "actix_http::h1::dispatcher", "write zero; closing");
+        });
+        assert_eq!(out[0]["level"], "WARN");
+        assert_eq!(out[1]["level"], "ERROR");
     }
 
     #[test]

@@ -167,3 +167,31 @@ async fn a_stalled_or_trickling_body_is_cut_with_a_408_and_the_connection_closed
     assert_eq!(app.sim().call_count("activateAudience"), 0);
     assert_eq!(app.get("/healthz").await.status(), 200, "still serving");
 }
+
+#[actix_web::test]
+async fn unparsable_requests_log_warnings_never_errors() {
+    let (child, base) = serve_binary("http://127.0.0.1:1", &[]).await;
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let heads = [
+        "GARBAGE\r\n\r\n".to_string(),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n".to_string(),
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+    ];
+    for head in heads {
+        let answer = stalled_request(port, head, b"", 1, Duration::ZERO)
+            .await
+            .expect("answered and closed");
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 431"),
+            "{answer}"
+        );
+    }
+    let lines = json_lines(&stop_binary(child));
+    assert!(!lines.iter().any(|l| l["level"] == "ERROR"), "{lines:?}");
+    let warned = lines
+        .iter()
+        .filter(|l| l["level"] == "WARN" && l["target"] == "actix_http::h1::dispatcher")
+        .count();
+    assert_eq!(warned, 3, "{lines:?}");
+}
