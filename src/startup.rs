@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::redis::Redis;
 use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
-use crate::{audit, cache, routes, telemetry};
+use crate::{audit, cache, connection, routes, telemetry};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -333,7 +333,9 @@ impl Application {
                 .wrap(cache::layer::HttpCache)
                 .wrap(Condition::new(with_cors, cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))
+                .wrap(from_fn(connection::bound))
         })
+        .on_connect(connection::remember)
         .disable_signals()
         .shutdown_timeout(s.server.shutdown_grace.as_secs())
         .client_request_timeout(s.server.client_request_timeout)

@@ -195,3 +195,36 @@ async fn unparsable_requests_log_warnings_never_errors() {
         .count();
     assert_eq!(warned, 3, "{lines:?}");
 }
+
+#[actix_web::test]
+async fn a_client_that_does_not_read_its_response_is_cut_off() {
+    let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CLIENT_RESPONSE_TIMEOUT_MS", "1000")]).await;
+    let whole = app
+        .get("/docs/swagger-ui-bundle.js")
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .unwrap();
+    sock.write_all(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading, for well past the bound.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut got))
+        .await
+        .expect("the connection is closed, not left open");
+    assert!(
+        read.is_err() || got.len() < whole,
+        "the whole response ({whole} bytes) was still delivered: {read:?}, {} bytes",
+        got.len()
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200, "still serving");
+}
