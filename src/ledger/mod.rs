@@ -349,6 +349,8 @@ struct Shared {
     /// Whether the queue holds writes read from the spool file, which is removed once the
     /// queue has been written.
     from_spool: AtomicBool,
+    /// Set once the queue has been written out at stop: nothing retries a write after that.
+    stopped: AtomicBool,
 }
 
 impl Shared {
@@ -401,10 +403,18 @@ impl Shared {
 
     fn enqueue(&self, op: Op) {
         let mut queue = self.queue();
-        if queue.len() >= self.capacity {
+        // Checked under the lock that [`finish`] sets it under.
+        let refused = if self.stopped.load(Ordering::Relaxed) {
+            Some("the ledger has stopped")
+        } else if queue.len() >= self.capacity {
+            Some("the ledger retry queue is full (ledger.queue_capacity)")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
             drop(queue);
             self.metrics.ledger_write("dropped");
-            op.log_lost("the ledger retry queue is full (ledger.queue_capacity)");
+            op.log_lost(why);
             return;
         }
         queue.push_back(op);
@@ -467,6 +477,7 @@ impl Ledger {
         let shared = Arc::new(Shared {
             capacity: s.queue_capacity.max(spooled.len()),
             from_spool: AtomicBool::new(!spooled.is_empty()),
+            stopped: AtomicBool::new(false),
             queue: Mutex::new(spooled.into()),
             wake: Notify::new(),
             state: AtomicU8::new(STARTING),
@@ -744,7 +755,11 @@ async fn finish(store: &dyn LedgerStore, shared: &Shared, s: &LedgerSettings, de
             }
         }
     }
-    let left: Vec<Op> = shared.queue().drain(..).collect();
+    let left: Vec<Op> = {
+        let mut queue = shared.queue();
+        shared.stopped.store(true, Ordering::Relaxed);
+        queue.drain(..).collect()
+    };
     shared.metrics.ledger_pending(0);
     if left.is_empty() {
         return;
