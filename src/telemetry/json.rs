@@ -26,28 +26,6 @@ pub struct JsonEvent;
 /// Formats span fields as JSON members (`"k":v,"k2":v2`), pasted into every line.
 pub struct JsonFields;
 
-/// Whether `event` is actix-http's report of a request head it could not parse (malformed,
-/// or more headers than it takes): the client's mistake, already answered 400 or 431, which
-/// actix-http logs at ERROR before any request (or request id) exists. Its line is written
-/// at WARN, so no client can trip error-level alerts.
-fn client_mistake(event: &Event<'_>) -> bool {
-    struct ParseError(bool);
-    impl Visit for ParseError {
-        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-            if field.name() == "message" {
-                self.0 = format!("{value:?}").starts_with("stream error: request parse error");
-            }
-        }
-    }
-    let meta = event.metadata();
-    if *meta.level() != tracing::Level::ERROR || meta.target() != "actix_http::h1::dispatcher" {
-        return false;
-    }
-    let mut found = ParseError(false);
-    event.record(&mut found);
-    found.0
-}
-
 impl<S, N> FormatEvent<S, N> for JsonEvent
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -70,7 +48,7 @@ where
             line.push_str("{\"timestamp\":\"");
             push_timestamp(&mut line);
             line.push_str("\",\"level\":\"");
-            line.push_str(if client_mistake(event) {
+            line.push_str(if super::client_mistake(event) {
                 "WARN"
             } else {
                 meta.level().as_str()
@@ -305,13 +283,14 @@ fn push_timestamp(out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
 
+    /// A writer the tests read back.
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(in crate::telemetry) struct Buf(pub(in crate::telemetry) Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
