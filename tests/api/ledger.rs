@@ -340,12 +340,14 @@ async fn history_reads_during_a_postgres_outage_are_503_and_leak_nothing() {
 }
 
 /// The real gateway binary in front of `sim` with its ledger on PostgreSQL at `url` and
-/// its spool file under `dir`, stopping within `grace_secs`; returns once its ledger is up.
+/// its spool file under `dir`, stopping within `grace_secs`, with `extra` settings; returns
+/// once its ledger is up.
 async fn binary_on_postgres(
     sim: &audience_sandbox::SimulatorHandle,
     url: &str,
     dir: &str,
     grace_secs: &str,
+    extra: &[(&str, &str)],
 ) -> (std::process::Child, String) {
     let config = audience_sandbox::SimulatorConfig::default();
     let env = [
@@ -359,7 +361,7 @@ async fn binary_on_postgres(
         ("GATEWAY_RATE_LIMIT__ENABLED", "false"),
         ("GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", grace_secs),
     ];
-    let (child, base) = serve_binary(&sim.base_url(), &env).await;
+    let (child, base) = serve_binary(&sim.base_url(), &[&env[..], extra].concat()).await;
     wait_for_binary_ledger(&base, "up").await;
     (child, base)
 }
@@ -439,12 +441,17 @@ struct DownWithQueue {
     accepted: Vec<String>,
 }
 
-async fn down_with_queue(grace_secs: &str, keys: &str, n: usize) -> DownWithQueue {
+async fn down_with_queue(
+    grace_secs: &str,
+    extra: &[(&str, &str)],
+    keys: &str,
+    n: usize,
+) -> DownWithQueue {
     let mut server = crate::helpers::postgres_server::PostgresServer::start();
     let url = server.database("ledger");
     let dir = fresh_ledger_dir();
     let sim = simulator().await;
-    let (gateway, base) = binary_on_postgres(&sim, &url, &dir, grace_secs).await;
+    let (gateway, base) = binary_on_postgres(&sim, &url, &dir, grace_secs, extra).await;
     server.stop();
     wait_for_binary_ledger(&base, "down").await;
     let accepted = activate_binary(&base, keys, n).await;
@@ -469,7 +476,7 @@ async fn sigterm_with_postgres_down_spools_the_queue_and_the_next_start_writes_i
         gateway,
         base,
         mut accepted,
-    } = down_with_queue("1", "spooled", 4).await;
+    } = down_with_queue("1", &[], "spooled", 4).await;
     // Each activation's row and its kept idempotent response.
     assert_eq!(binary_ledger(&base).await["pendingWrites"], 8);
     let (exited_ok, log) = terminate(gateway);
@@ -492,7 +499,7 @@ async fn sigterm_with_postgres_down_spools_the_queue_and_the_next_start_writes_i
     }
 
     server.restart();
-    let (gateway, base) = binary_on_postgres(&sim, &url, &dir, "1").await;
+    let (gateway, base) = binary_on_postgres(&sim, &url, &dir, "1", &[]).await;
     let started = std::time::Instant::now();
     while binary_ledger(&base).await["pendingWrites"] != 0 {
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
@@ -525,7 +532,7 @@ async fn sigterm_writes_the_queue_when_postgres_returns_within_the_grace_period(
         gateway,
         mut accepted,
         ..
-    } = down_with_queue("30", "flushed", 3).await;
+    } = down_with_queue("30", &[], "flushed", 3).await;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &gateway.id().to_string()])
         .status()
@@ -540,4 +547,42 @@ async fn sigterm_writes_the_queue_when_postgres_returns_within_the_grace_period(
     let spool = std::path::Path::new(&dir).join(audience_gateway::settings::SPOOL_FILE);
     assert!(!spool.exists());
     assert!(!log.iter().any(|l| l["level"] == "ERROR"), "{log:?}");
+}
+
+#[actix_web::test]
+async fn sigterm_without_a_writable_spool_file_logs_every_field_at_error() {
+    // A path under a file: its directory cannot be created.
+    let DownWithQueue {
+        gateway, accepted, ..
+    } = down_with_queue(
+        "1",
+        &[("GATEWAY_LEDGER__SPOOL_FILE", "/dev/null/ledger-spool.jsonl")],
+        "logged",
+        2,
+    )
+    .await;
+    let (exited_ok, log) = terminate(gateway);
+    assert!(exited_ok, "{log:?}");
+    let lost: Vec<&Value> = log
+        .iter()
+        .filter(|l| l["message"] == "activation not recorded in the ledger")
+        .collect();
+    assert_eq!(lost.len(), 2, "{log:?}");
+    let body = activation_body();
+    // In the order they were accepted.
+    for (i, (line, flow)) in lost.iter().zip(&accepted).enumerate() {
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["flow_id"], flow.as_str());
+        assert_eq!(line["audience_id"], 1001);
+        assert_eq!(line["account_id"], body["accountId"]);
+        assert_eq!(line["name"], body["name"]);
+        assert_eq!(line["description"], body["description"]);
+        assert_eq!(line["start_date"], body["startDate"]);
+        assert_eq!(line["end_date"], body["endDate"]);
+        assert_eq!(line["idempotency_key"], format!("logged-{i}"));
+        assert!(
+            line["why"].as_str().unwrap().contains("spool file"),
+            "{line}"
+        );
+    }
 }
