@@ -1,5 +1,5 @@
-//! Who may talk to Redis: the real binary against a real `redis-server` whose `default`
-//! user is off and whose only grant is the least ACL the README gives (nothing refused in
+//! Who may talk to Redis: the real binary against a real `redis-server` (and a cluster)
+//! whose `default` user is off and whose only grant is the least ACL the README gives (nothing refused in
 //! `ACL LOG`, the password in no log line, `/readyz`, `/metrics` or `config check`); and a
 //! TLS server whose certificate does not verify, or that wants a client certificate the
 //! gateway lacks, is never used: Redis stays down, and the log says why.
@@ -14,8 +14,7 @@ use crate::helpers::*;
 const REDIS_PASSWORD: &str = "gw-acl-pw-5d17c0";
 const ADMIN_PASSWORD: &str = "admin-pw-77e1";
 
-/// The least ACL of the README for a single server (`+role` and `+cluster|slots` are for
-/// Sentinel and Cluster).
+/// The least ACL of the README for one server (a cluster adds `+cluster|slots +readonly`).
 const LEAST_ACL: &[&str] = &[
     "resetkeys",
     "~audience-gateway:*",
@@ -59,42 +58,57 @@ async fn redis_state(base: &str) -> Value {
 
 #[actix_web::test]
 async fn a_least_privilege_acl_user_is_all_the_gateway_needs() {
-    let redis = RedisDeployment::start(Topology::Server);
-    let server = &redis.servers[0];
-    let setuser = |conn: &mut ::redis::Connection, user: &str, rules: &[&str]| {
-        ::redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg(user)
-            .arg(rules)
-            .query::<()>(conn)
-            .expect("ACL SETUSER");
-    };
-    let mut conn = server.connection();
+    least_acl(RedisDeployment::start(Topology::Server), &[]).await;
+}
+
+#[actix_web::test]
+async fn a_least_privilege_acl_user_is_all_the_gateway_needs_in_a_cluster() {
+    least_acl(
+        RedisDeployment::start(Topology::Cluster),
+        &["+cluster|slots", "+readonly"],
+    )
+    .await;
+}
+
+/// An admin connection to `server` once `default` is off.
+fn admin(server: &RedisServer) -> ::redis::Connection {
+    ::redis::Client::open(format!(
+        "redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}",
+        server.port()
+    ))
+    .and_then(|c| c.get_connection())
+    .expect("admin connection")
+}
+
+/// The binary as user `gw` holding [`LEAST_ACL`] plus `extra` on every data node of
+/// `redis`, where `default` is off.
+async fn least_acl(redis: RedisDeployment, extra: &[&str]) {
     let admin_pw = format!(">{ADMIN_PASSWORD}");
-    setuser(&mut conn, "admin", &["on", &admin_pw, "~*", "&*", "+@all"]);
     let gw_pw = format!(">{REDIS_PASSWORD}");
-    setuser(
-        &mut conn,
-        "gw",
-        &[&["reset", "on", gw_pw.as_str()], LEAST_ACL].concat(),
-    );
-    setuser(&mut conn, "default", &["off"]);
-    let admin = || {
-        ::redis::Client::open(format!(
-            "redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}",
-            server.port()
-        ))
-        .and_then(|c| c.get_connection())
-        .expect("admin connection")
-    };
-    ::redis::cmd("ACL")
-        .arg("LOG")
-        .arg("RESET")
-        .query::<()>(&mut admin())
-        .unwrap();
+    let gw_rules = [&["reset", "on", gw_pw.as_str()], LEAST_ACL, extra].concat();
+    for server in &redis.servers {
+        let mut conn = server.connection();
+        for (user, rules) in [
+            ("admin", &["on", admin_pw.as_str(), "~*", "&*", "+@all"][..]),
+            ("gw", &gw_rules[..]),
+            ("default", &["off"][..]),
+        ] {
+            ::redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(user)
+                .arg(rules)
+                .query::<()>(&mut conn)
+                .expect("ACL SETUSER");
+        }
+        ::redis::cmd("ACL")
+            .arg("LOG")
+            .arg("RESET")
+            .query::<()>(&mut admin(server))
+            .unwrap();
+    }
 
     // The user in the URL, the password in its own setting.
-    let url = format!("redis://gw@127.0.0.1:{}", server.port());
+    let url = redis.url().replacen("://", "://gw@", 1);
     let env = [
         ("GATEWAY_REDIS__URL", url.as_str()),
         ("GATEWAY_REDIS__PASSWORD", REDIS_PASSWORD),
@@ -149,12 +163,23 @@ async fn a_least_privilege_acl_user_is_all_the_gateway_needs() {
     assert!(logs.contains("redis is up"), "{logs}");
 
     // Nothing was refused: every command and key the gateway used is in the ACL.
-    let refused: Vec<::redis::Value> = ::redis::cmd("ACL")
-        .arg("LOG")
-        .query(&mut admin())
-        .expect("ACL LOG");
-    assert!(refused.is_empty(), "ACL LOG: {refused:?}");
-    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut admin()).unwrap();
+    let mut keys = Vec::new();
+    for server in &redis.servers {
+        let refused: Vec<::redis::Value> = ::redis::cmd("ACL")
+            .arg("LOG")
+            .query(&mut admin(server))
+            .expect("ACL LOG");
+        assert!(
+            refused.is_empty(),
+            "ACL LOG of {}: {refused:?}",
+            server.port()
+        );
+        let found: Vec<String> = ::redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut admin(server))
+            .unwrap();
+        keys.extend(found);
+    }
     assert!(
         keys.iter().any(|k| k.starts_with("{audience-gateway:rl}:"))
             && keys.iter().any(|k| k.starts_with("audience-gateway:idem:")),
