@@ -93,10 +93,18 @@ fn parse_url(url: &str) -> Result<RedisTarget, SettingsError> {
         _ => return Err(invalid(URL_FORMS)),
     };
     let Some(kind) = topology else {
+        let info = url.into_connection_info();
+        ensure(info.is_ok(), URL, "a valid redis[s]:// or unix:// URL")?;
+        let insecure = info.as_ref().is_ok_and(|i| {
+            matches!(
+                i.addr(),
+                redis::ConnectionAddr::TcpTls { insecure: true, .. }
+            )
+        });
         ensure(
-            url.into_connection_info().is_ok(),
+            !insecure,
             URL,
-            "a valid redis[s]:// or unix:// URL",
+            "no `#insecure`: the server's certificate is always verified",
         )?;
         return Ok(RedisTarget {
             topology: RedisTopology::Server,
@@ -307,6 +315,7 @@ mod tests {
             "redis+cluster://:hunter2@n1:7000,",
             "redis+mesh://:hunter2@n1:7000",
             "unix+cluster://:hunter2@n1:7000",
+            "rediss://:hunter2@cache:6380/#insecure",
         ] {
             let err = parse_url(url).unwrap_err().to_string();
             assert!(
@@ -315,5 +324,7 @@ mod tests {
             );
             assert!(!err.contains("hunter2"), "{err}");
         }
+        let err = parse_url("rediss://cache:6380/#insecure").unwrap_err();
+        assert!(err.to_string().contains("always verified"), "{err}");
     }
 }
