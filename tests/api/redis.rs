@@ -1,6 +1,6 @@
 //! Shared state in Redis: two gateways in front of ONE simulator and ONE real Redis
 //! deployment (started here on free ports), on every topology (one server, TLS with client
-//! certificates, Sentinel, Cluster): the activation quota is shared exactly, idempotent
+//! certificates, Sentinel, Cluster, Cluster over TLS): the activation quota is shared exactly, idempotent
 //! retries on the other replica replay or conflict, a write on one replica evicts on the
 //! other. Outages and failover: `redis_outages.rs`; TLS refusals and ACL users:
 //! `redis_access.rs`.

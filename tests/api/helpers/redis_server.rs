@@ -1,7 +1,8 @@
 //! Real Redis deployments for the shared-state tests, on loopback: one `redis-server`, one
 //! behind TLS with client certificates (a CA and certificates made here with the `openssl`
 //! CLI), a primary and a replica watched by three `redis-sentinel`s, and a three-primary
-//! Redis Cluster made with `redis-cli --cluster create`; and gateways (replicas) using them.
+//! Redis Cluster made with `redis-cli --cluster create` (over plain TCP or TLS); and gateways
+//! (replicas) using them.
 //! [`on_every_topology!`] runs one scenario on each.
 
 use std::collections::HashMap;
@@ -296,6 +297,31 @@ fn await_node(
     }
 }
 
+/// A CA, a server certificate (`usage`) and a client certificate in `dir`: the
+/// `redis-server` arguments that serve TLS with them and require a client certificate
+/// (the `--tls-port` aside), and the `GATEWAY_REDIS__*` settings of a client.
+fn tls_material(dir: &Path, usage: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let ca = TestCa::new(dir, "ca");
+    let (cert, key) = ca.issue("server", usage);
+    let (client_cert, client_key) = ca.issue("client", "clientAuth");
+    let args = [
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca.cert(),
+        "--tls-auth-clients",
+        "yes",
+    ];
+    let env = vec![
+        ("GATEWAY_REDIS__CA_FILE".to_string(), ca.cert()),
+        ("GATEWAY_REDIS__CLIENT_CERT_FILE".to_string(), client_cert),
+        ("GATEWAY_REDIS__CLIENT_KEY_FILE".to_string(), client_key),
+    ];
+    (args.iter().map(|a| a.to_string()).collect(), env)
+}
+
 /// The ways Redis is deployed that the gateway supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
@@ -307,6 +333,8 @@ pub enum Topology {
     Sentinel,
     /// Three primaries without replicas.
     Cluster,
+    /// The same over TLS, with client certificates.
+    TlsCluster,
 }
 
 /// A running Redis deployment of one [`Topology`], with the settings that name it.
@@ -326,7 +354,8 @@ impl RedisDeployment {
             Topology::Server => Self::server(),
             Topology::Tls => Self::tls(),
             Topology::Sentinel => Self::sentinel(),
-            Topology::Cluster => Self::cluster(),
+            Topology::Cluster => Self::cluster(false),
+            Topology::TlsCluster => Self::cluster(true),
         }
     }
 
@@ -341,40 +370,20 @@ impl RedisDeployment {
     }
 
     fn tls() -> Self {
-        let dir = scratch_dir("redis-tls");
-        let ca = TestCa::new(&dir, "ca");
-        let (cert, key) = ca.issue("server", "serverAuth");
-        let (client_cert, client_key) = ca.issue("client", "clientAuth");
+        let (mut args, mut env) = tls_material(&scratch_dir("redis-tls"), "serverAuth");
         let tls_port = port();
-        let tls_port_arg = tls_port.to_string();
-        let args = [
-            "--tls-port",
-            &tls_port_arg,
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca.cert(),
-            "--tls-auth-clients",
-            "yes",
-        ];
-        let server = RedisServer::start_with(
-            port(),
-            "redis-server",
-            args.iter().map(|a| a.to_string()).collect(),
+        args.extend(["--tls-port".to_string(), tls_port.to_string()]);
+        let server = RedisServer::start_with(port(), "redis-server", args);
+        env.insert(
+            0,
+            (
+                "GATEWAY_REDIS__URL".into(),
+                format!("rediss://127.0.0.1:{tls_port}"),
+            ),
         );
         Self {
             topology: Topology::Tls,
-            env: vec![
-                (
-                    "GATEWAY_REDIS__URL".into(),
-                    format!("rediss://127.0.0.1:{tls_port}"),
-                ),
-                ("GATEWAY_REDIS__CA_FILE".into(), ca.cert()),
-                ("GATEWAY_REDIS__CLIENT_CERT_FILE".into(), client_cert),
-                ("GATEWAY_REDIS__CLIENT_KEY_FILE".into(), client_key),
-            ],
+            env,
             servers: vec![server],
             sentinels: Vec::new(),
         }
@@ -449,24 +458,45 @@ impl RedisDeployment {
         }
     }
 
-    fn cluster() -> Self {
+    /// Three primaries; with `tls`, each also serves TLS (clients must show a certificate)
+    /// and the cluster bus is TLS too.
+    fn cluster(tls: bool) -> Self {
         let dir = scratch_dir("redis-cluster");
+        let (mut tls_args, mut env) = if tls {
+            // The nodes' certificate also serves as the client's on the cluster bus.
+            tls_material(&dir, "serverAuth,clientAuth")
+        } else {
+            Default::default()
+        };
+        if tls {
+            tls_args.extend(["--tls-cluster".to_string(), "yes".to_string()]);
+            // A connection is TLS handshakes with every node (unoptimised rustls in tests)
+            // plus CLUSTER SLOTS, within one redis.timeout_ms: 200 ms is too tight for that
+            // on a loaded 2-core machine.
+            env.push(("GATEWAY_REDIS__TIMEOUT_MS".to_string(), "1000".to_string()));
+        }
+        let mut tls_ports = Vec::new();
         let servers: Vec<RedisServer> = (0..3)
             .map(|i| {
                 let conf = dir.join(format!("nodes-{i}.conf")).display().to_string();
-                let args = [
+                let mut args: Vec<String> = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     &conf,
                     "--cluster-node-timeout",
                     "2000",
-                ];
-                RedisServer::start_with(
-                    port(),
-                    "redis-server",
-                    args.iter().map(|a| a.to_string()).collect(),
-                )
+                ]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+                if tls {
+                    let tls_port = port();
+                    tls_ports.push(tls_port);
+                    args.extend(["--tls-port".to_string(), tls_port.to_string()]);
+                    args.extend(tls_args.iter().cloned());
+                }
+                RedisServer::start_with(port(), "redis-server", args)
             })
             .collect();
         let nodes: Vec<String> = servers
@@ -484,13 +514,23 @@ impl RedisDeployment {
             "redis-cli --cluster create: {}",
             String::from_utf8_lossy(&out.stdout)
         );
+        // Any seed may come first: the list starts with the last node created.
+        let (scheme, seeds) = if tls {
+            let tls_nodes: Vec<String> =
+                tls_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            ("rediss+cluster", tls_nodes)
+        } else {
+            ("redis+cluster", nodes)
+        };
+        let url = format!("{scheme}://{},{},{}", seeds[2], seeds[0], seeds[1]);
+        env.insert(0, ("GATEWAY_REDIS__URL".into(), url));
         let deployment = Self {
-            topology: Topology::Cluster,
-            // Any seed may come first: the list starts with the last node created.
-            env: vec![(
-                "GATEWAY_REDIS__URL".into(),
-                format!("redis+cluster://{},{},{}", nodes[2], nodes[0], nodes[1]),
-            )],
+            topology: if tls {
+                Topology::TlsCluster
+            } else {
+                Topology::Cluster
+            },
+            env,
             servers,
             sentinels: Vec::new(),
         };
@@ -584,20 +624,22 @@ impl RedisDeployment {
         for s in &mut self.servers {
             s.restart();
         }
-        if self.topology == Topology::Cluster {
+        if matches!(self.topology, Topology::Cluster | Topology::TlsCluster) {
             self.await_cluster_ok();
         }
     }
 }
 
 /// Runs each scenario `async fn(RedisDeployment)` as one test per topology, in modules
-/// named after it: `server::<scenario>`, `tls::…`, `sentinel::…`, `cluster::…`.
+/// named after it: `server::<scenario>`, `tls::…`, `sentinel::…`, `cluster::…`,
+/// `tls_cluster::…`.
 macro_rules! on_every_topology {
     ($($scenario:ident),* $(,)?) => {
         $crate::helpers::redis_server::on_every_topology!(@in server Server $($scenario),*);
         $crate::helpers::redis_server::on_every_topology!(@in tls Tls $($scenario),*);
         $crate::helpers::redis_server::on_every_topology!(@in sentinel Sentinel $($scenario),*);
         $crate::helpers::redis_server::on_every_topology!(@in cluster Cluster $($scenario),*);
+        $crate::helpers::redis_server::on_every_topology!(@in tls_cluster TlsCluster $($scenario),*);
     };
     (@in $module:ident $topology:ident $($scenario:ident),*) => {
         mod $module {
