@@ -1,5 +1,5 @@
-//! Who may talk to Redis: the real binary against a real `redis-server` (and a cluster)
-//! whose `default` user is off and whose only grant is the least ACL the README gives (nothing refused in
+//! Who may talk to Redis: the real binary against a real `redis-server` (and a Sentinel
+//! deployment, and a cluster) whose `default` user is off and whose only grant is the least ACL the README gives (nothing refused in
 //! `ACL LOG`, the password in no log line, `/readyz`, `/metrics` or `config check`); and a
 //! TLS server whose certificate does not verify, or that wants a client certificate the
 //! gateway lacks, is never used: Redis stays down, and the log says why.
@@ -14,7 +14,8 @@ use crate::helpers::*;
 const REDIS_PASSWORD: &str = "gw-acl-pw-5d17c0";
 const ADMIN_PASSWORD: &str = "admin-pw-77e1";
 
-/// The least ACL of the README for one server (a cluster adds `+cluster|slots +readonly`).
+/// The least ACL of the README for one server (Sentinel adds `+role`, a cluster
+/// `+cluster|slots +readonly`).
 const LEAST_ACL: &[&str] = &[
     "resetkeys",
     "~audience-gateway:*",
@@ -70,6 +71,11 @@ async fn a_least_privilege_acl_user_is_all_the_gateway_needs_in_a_cluster() {
     .await;
 }
 
+#[actix_web::test]
+async fn a_least_privilege_acl_user_is_all_the_gateway_needs_behind_sentinel() {
+    least_acl(RedisDeployment::start(Topology::Sentinel), &["+role"]).await;
+}
+
 /// An admin connection to `server` once `default` is off.
 fn admin(server: &RedisServer) -> ::redis::Connection {
     ::redis::Client::open(format!(
@@ -86,20 +92,42 @@ async fn least_acl(redis: RedisDeployment, extra: &[&str]) {
     let admin_pw = format!(">{ADMIN_PASSWORD}");
     let gw_pw = format!(">{REDIS_PASSWORD}");
     let gw_rules = [&["reset", "on", gw_pw.as_str()], LEAST_ACL, extra].concat();
+    let setuser = |server: &RedisServer, user: &str, rules: &[&str]| {
+        ::redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg(rules)
+            .query::<()>(&mut server.connection())
+            .expect("ACL SETUSER");
+    };
     for server in &redis.servers {
-        let mut conn = server.connection();
-        for (user, rules) in [
-            ("admin", &["on", admin_pw.as_str(), "~*", "&*", "+@all"][..]),
-            ("gw", &gw_rules[..]),
-            ("default", &["off"][..]),
-        ] {
-            ::redis::cmd("ACL")
-                .arg("SETUSER")
-                .arg(user)
-                .arg(rules)
-                .query::<()>(&mut conn)
-                .expect("ACL SETUSER");
+        setuser(server, "admin", &["on", &admin_pw, "~*", "&*", "+@all"]);
+        setuser(server, "gw", &gw_rules);
+    }
+    if redis.topology == Topology::Sentinel {
+        // The sentinels and the replica reach the primary as `admin` once `default` is off.
+        for s in &redis.sentinels {
+            ::redis::cmd("SENTINEL")
+                .arg(
+                    &[
+                        "SET",
+                        MASTER,
+                        "auth-user",
+                        "admin",
+                        "auth-pass",
+                        ADMIN_PASSWORD,
+                    ][..],
+                )
+                .query::<()>(&mut s.connection())
+                .expect("SENTINEL SET");
         }
+        ::redis::cmd("CONFIG")
+            .arg(&["SET", "masteruser", "admin", "masterauth", ADMIN_PASSWORD][..])
+            .query::<()>(&mut redis.servers[1].connection())
+            .expect("CONFIG SET");
+    }
+    for server in &redis.servers {
+        setuser(server, "default", &["off"]);
         ::redis::cmd("ACL")
             .arg("LOG")
             .arg("RESET")
