@@ -82,7 +82,7 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "unauthorized")]
     pub expiry_style: ExpiryStyle,
     /// Where the simulator departs from the contract, a comma-separated list: contract (none),
-    /// strict (required fields, no unknown fields, JSON Content-Type, 32-bit ids; 400
+    /// strict (required fields, no unknown fields, JSON Content-Type, 64-bit ids; 400
     /// ProblemDetails), problem-details (refusals as 400/404 ProblemDetails), nulls (nulls,
     /// quoted ids, date-only history keys, unknown fields) or aspnet (all three).
     #[arg(long, default_value = "contract")]
