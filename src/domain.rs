@@ -31,7 +31,10 @@ pub const MAX_ID: i64 = i64::MAX;
     "dataUpdated": "2025-12-16T08:00:00Z", "hasCrmData": true
 }))]
 pub struct Audience {
-    /// Audience id.
+    /// Audience id: a 64-bit integer (the vendor's ids go beyond 32 bits). A JavaScript
+    /// number keeps it exactly only up to 2^53 − 1; a client that may see larger ids reads
+    /// them as text (the `Location` of a create, or `JSON.parse` with a reviver that keeps
+    /// the source text).
     pub id: i64,
     /// Audience name.
     pub name: String,
