@@ -546,3 +546,16 @@ async fn affinity_holds_and_a_reissued_session_is_adopted() {
     assert_eq!(app.get("/v1/audiences/1003").await.status(), 200);
     assert_eq!(sim.login_count(), 2);
 }
+
+/// App Service's 503 asks to come back at an HTTP-date (a second ahead here): the caller
+/// gets the wait as delta-seconds.
+#[actix_web::test]
+async fn an_app_service_503_passes_its_retry_after_date_on() {
+    let app = gateway(VendorStyle::AZURE, ExpiryStyle::Unauthorized).await;
+    app.sim().set_down(true);
+    let resp = app.get("/v1/audiences/1001").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(header(&resp, "retry-after"), "1");
+    let body = problem(resp).await;
+    assert_eq!(body["code"], "upstream_unavailable");
+}
