@@ -402,6 +402,14 @@ mod tests {
             answer: "payload ignored",
         },
         Row {
+            behaviour: "the platform accounts answered 204: done (an empty list)",
+            op: Operation::LoadPlatformAccounts,
+            status: 204,
+            headers: &[],
+            body: "no-content.txt",
+            answer: "done",
+        },
+        Row {
             behaviour: "a create answered `data: null`: done, without the audience",
             op: Operation::CreateAudience,
             status: 200,
