@@ -15,7 +15,7 @@
 //! READY), 1002 (if seeded) has `crmData: null`, 1003 (if seeded) is already activated;
 //! platform accounts 501 (Meta), 502 (Google Ads) with an `accessToken`, and 503 (The Trade
 //! Desk) without one. New audiences, campaigns and segments get increasing ids (segments
-//! from 7001).
+//! from 7001; audiences from 3000000001 in the `azure` style).
 //!
 //! # Assumptions of the contract style (the vendor does not document these)
 //! - Every vendor answer is the envelope `{"data", "status": {"statusCode", "message"},
