@@ -317,7 +317,7 @@ pub struct NewAudience {
     pub description: Option<String>,
     /// Campaign to create the audience in.
     #[serde(deserialize_with = "integral")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub campaign_id: i64,
 }
 
@@ -343,7 +343,7 @@ pub struct AudiencePatch {
 pub struct NewActivation {
     /// Platform account to activate on (see `/v1/platform-accounts`).
     #[serde(deserialize_with = "integral")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub account_id: i64,
     /// Segment name, 1 to 200 characters.
     pub name: String,
