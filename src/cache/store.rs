@@ -14,7 +14,14 @@ use moka::ops::compute::Op;
 
 use super::Outcome;
 use crate::metrics::Metrics;
-use crate::upstream::UpstreamError;
+
+/// What the store needs to know of a fetch's error.
+pub(super) trait FetchError: std::fmt::Display + Send + Sync + 'static {
+    /// Whether a stale copy may stand in for the answer (stale-if-error).
+    fn is_transient(&self) -> bool;
+    /// The error of a fill that produced no entry.
+    fn no_entry() -> Self;
+}
 
 /// A value and when it was fetched.
 #[derive(Clone)]
@@ -81,15 +88,16 @@ where
     /// The value for `key`: fresh from the store unless `refresh`, else fetched by `fetch`
     /// (once for all concurrent callers) and stored, else, when the upstream fails
     /// transiently, the expired copy while within the stale window.
-    pub async fn get_or_fetch<F, Fut>(
+    pub async fn get_or_fetch<F, Fut, E>(
         &self,
         key: K,
         refresh: bool,
         fetch: F,
-    ) -> Result<(V, Outcome), UpstreamError>
+    ) -> Result<(V, Outcome), E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, UpstreamError>>,
+        Fut: Future<Output = Result<V, E>>,
+        E: FetchError,
     {
         let existing = self.entries.get(&key).await;
         if !refresh {
@@ -114,7 +122,7 @@ where
                     fetched: Instant::now(),
                 };
                 *slot = Some(stamped.value.clone());
-                Ok::<_, UpstreamError>(if self.epoch.load(Ordering::Acquire) == epoch {
+                Ok::<_, E>(if self.epoch.load(Ordering::Acquire) == epoch {
                     Op::Put(stamped)
                 } else {
                     Op::Nop
@@ -140,9 +148,7 @@ where
                     let ttl = self.fresh_for(stamped.fetched).unwrap_or(0);
                     Ok((stamped.value, Outcome::Hit { ttl }))
                 }
-                None => Err(UpstreamError::Failure(
-                    "cache fill produced no entry".into(),
-                )),
+                None => Err(E::no_entry()),
             },
             (Err(err), _) => self.stale_if_error(err, existing),
         }
@@ -150,11 +156,11 @@ where
 
     /// Stale-if-error: a transient upstream failure is answered with `existing` while it is
     /// within the stale window; anything else stays an error.
-    fn stale_if_error(
+    fn stale_if_error<E: FetchError>(
         &self,
-        err: UpstreamError,
+        err: E,
         existing: Option<Stamped<V>>,
-    ) -> Result<(V, Outcome), UpstreamError> {
+    ) -> Result<(V, Outcome), E> {
         match existing {
             Some(s) if err.is_transient() && s.fetched.elapsed() < self.ttl + self.stale => {
                 tracing::warn!(error = %err, "upstream failed; serving a stale copy");
