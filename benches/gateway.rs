@@ -3,8 +3,9 @@
 //!   `Authenticator::verify`), and a repeat of an already verified token through
 //!   `Authenticator::authenticate` (the verified-token cache);
 //! - `cache/hit`: `AudienceCache::get` on a warm entry (what a cached read costs);
-//! - `upstream/decode_audience`: `upstream::api::decode` of a real simulator answer, and
-//!   `cache/build_entry`: turning it into the three cached representations (the miss path);
+//! - `upstream/decode_audience`: `upstream::read_audience` of a real simulator answer (the
+//!   one answer reading, then the conversion to the gateway's types), and
+//!   `cache/build_entry`: turning that into the three cached representations (the miss path);
 //! - `log/*`: formatting one access line, with the gateway's subscriber and with
 //!   tracing-subscriber's JSON formatter.
 //!
@@ -19,13 +20,11 @@ use audience_gateway::cache::{AudienceCache, CachedAudience};
 use audience_gateway::metrics::Metrics;
 use audience_gateway::settings::{AuthSettings, CacheSettings, UpstreamSettings};
 use audience_gateway::telemetry::CallContext;
-use audience_gateway::upstream::api::{decode, AudienceDto, Decoded};
-use audience_gateway::upstream::UpstreamClient;
+use audience_gateway::upstream::{read_audience, read_audience_only, UpstreamClient};
 use audience_sandbox::{Simulator, SimulatorConfig};
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
-use serde::de::IgnoredAny;
 use serde_json::json;
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
@@ -173,34 +172,20 @@ fn cache(c: &mut Criterion) {
     group.bench_function("block_on_overhead", |b| {
         b.iter(|| up.system.block_on(async { black_box(1) }))
     });
-    let Decoded::Ok(dto) = decode::<AudienceDto>(&up.raw) else {
-        panic!("the simulator's answer decodes");
-    };
+    let record = read_audience(&up.raw).expect("the simulator's answer reads");
     group.bench_function("build_entry", |b| {
-        b.iter_batched(
-            || dto.clone(),
-            |dto| CachedAudience::from_dto(black_box(dto)).expect("entry"),
-            criterion::BatchSize::SmallInput,
-        )
+        b.iter(|| CachedAudience::from_record(black_box(&record)).expect("entry"))
     });
     group.finish();
 
     let mut group = c.benchmark_group("upstream");
     group.throughput(criterion::Throughput::Bytes(up.raw.len() as u64));
     group.bench_function("decode_audience", |b| {
-        b.iter(|| match decode::<AudienceDto>(black_box(&up.raw)) {
-            Decoded::Ok(dto) => dto,
-            _ => panic!("decodes"),
-        })
+        b.iter(|| read_audience(black_box(&up.raw)).expect("reads"))
     });
     // The audience without its upload history (a read with the cache disabled).
     group.bench_function("decode_audience_only", |b| {
-        b.iter(
-            || match decode::<AudienceDto<IgnoredAny>>(black_box(&up.raw)) {
-                Decoded::Ok(dto) => dto,
-                _ => panic!("decodes"),
-            },
-        )
+        b.iter(|| read_audience_only(black_box(&up.raw)).expect("reads"))
     });
     group.finish();
 }

@@ -83,8 +83,8 @@ schema = json.load(open(sys.argv[1]))["properties"]["config"]["properties"]
 src = "".join(open(f).read() for f in sorted(glob.glob(os.path.join(sys.argv[2], "*.rs"))))
 # Secrets reach the gateway only as env vars from the Secret, never through the chart.
 secret_fields = {("auth", "hs256_secret"), ("upstream", "password"),
-                 ("upstream", "session_cookie"), ("redis", "url"), ("ledger", "url"),
-                 ("otel", "headers")}
+                 ("upstream", "session_cookie"), ("redis", "url"), ("redis", "username"),
+                 ("redis", "password"), ("ledger", "url"), ("otel", "headers")}
 settings = {}
 for name, body in re.findall(r"pub struct (\w+)Settings\s*\{(.*?)\n\}", src, re.S):
     section = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
@@ -202,7 +202,7 @@ for dash in (c for c in by_kind["ConfigMap"] if c is not cm):  # the Grafana das
             need(False, f"dashboard {name} is not JSON: {e}")
 cfg = tomllib.loads(cm["data"]["config.toml"])
 for section, key in [("auth", "hs256_secret"), ("upstream", "password"),
-                     ("upstream", "session_cookie"), ("redis", "url")]:
+                     ("upstream", "session_cookie"), ("redis", "url"), ("redis", "password")]:
     need(key not in cfg.get(section, {}), f"secret {section}.{key} rendered into the ConfigMap")
 grace = cfg["server"]["shutdown_grace_secs"] + -(-cfg["server"].get("shutdown_drain_ms", 0) // 1000)
 port = cfg["server"]["port"]
@@ -229,7 +229,10 @@ mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
 need(env["GATEWAY_CONFIG"]["value"].startswith(mount["mountPath"] + "/") and mount.get("readOnly"),
      "GATEWAY_CONFIG does not point into the read-only config mount")
 for name, e in env.items():
-    if any(s in name for s in ("PASSWORD", "SECRET", "COOKIE", "REDIS__URL")):
+    if name == "GATEWAY_REDIS__URL" and "value" in e:
+        # Built from redis.* values: never with credentials (those come from the Secret).
+        need("@" not in e["value"], f"{name} built from values carries credentials")
+    elif any(s in name for s in ("PASSWORD", "SECRET", "COOKIE", "REDIS__URL")):
         need("secretKeyRef" in e.get("valueFrom", {}), f"{name} is not read from a Secret")
 algs = cfg.get("auth", {}).get("algorithms", ["HS256"])
 need(("GATEWAY_AUTH__HS256_SECRET" in env) == ("HS256" in algs), "HS256 secret env does not follow auth.algorithms")

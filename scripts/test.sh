@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need (apt, pip, npm), then runs the
-# Rust tests (unit + black-box, with a real redis-server and PostgreSQL server), the OpenAPI verification
-# (linters, Schemathesis, a headless-Chromium Swagger UI test), the TypeScript client's
-# checks (generated types current, tsc --strict, its Node test) and the deployment checks
-# (hadolint, helm lint, kubernetes-validate, the Dockerfile's build commands outside Docker).
+# Rust tests (unit + black-box, with real Redis deployments and a PostgreSQL server), the
+# OpenAPI verification (linters, Schemathesis, a headless-Chromium Swagger UI test), the
+# TypeScript client's checks (generated types current, tsc --strict, its Node test) and the
+# deployment checks (hadolint, helm lint, kubernetes-validate, the Dockerfile's build
+# commands outside Docker).
 # Nothing is skipped silently: a tool that cannot be installed fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,12 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-apt_install redis-server
-command -v redis-server >/dev/null || { echo "redis-server is required" >&2; exit 1; }
+# The shared-state tests start real Redis deployments: one server, TLS (certificates made
+# with the openssl CLI), Sentinel (redis-sentinel) and a Cluster (redis-cli --cluster create).
+apt_install redis-server redis-sentinel redis-tools openssl
+for tool in redis-server redis-sentinel redis-cli openssl; do
+  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
 # The ledger tests start their own PostgreSQL servers from /usr/lib/postgresql/<v>/bin
 # (as the postgres user when run as root); the package's cluster service is not used.
 apt_install postgresql

@@ -82,9 +82,11 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "unauthorized")]
     pub expiry_style: ExpiryStyle,
     /// Where the simulator departs from the contract, a comma-separated list: contract (none),
-    /// strict (required fields, no unknown fields, JSON Content-Type, 32-bit ids; 400
+    /// strict (required fields, no unknown fields, JSON Content-Type, 64-bit ids; 400
     /// ProblemDetails), problem-details (refusals as 400/404 ProblemDetails), nulls (nulls,
-    /// quoted ids, date-only history keys, unknown fields) or aspnet (all three).
+    /// quoted ids, date-only history keys, unknown fields), aspnet (those three) or azure
+    /// (strict and problem-details hosted as on Azure App Service: two instances behind an
+    /// affinity cookie, sliding sessions, 204 answers, ids beyond 32 bits, .NET dates).
     #[arg(long, default_value = "contract")]
     pub vendor_style: VendorStyle,
     /// Seeded audiences (ids from 1001).

@@ -11,8 +11,10 @@ use crate::error::ApiError;
 pub const MAX_NAME_LEN: usize = 200;
 /// Longest accepted description.
 pub const MAX_DESCRIPTION_LEN: usize = 2_000;
-/// Largest id accepted (the vendor's ids are 32-bit integers).
-pub const MAX_ID: i64 = i32::MAX as i64;
+/// Largest id accepted: the vendor's ids are 64-bit integers (a C# `long`), and so are ours
+/// end to end (paths, bodies, the spec's `int64`). A JavaScript number holds them exactly
+/// only up to 2^53 − 1; README "Ids" says what a JavaScript caller does above that.
+pub const MAX_ID: i64 = i64::MAX;
 
 /// An audience as the gateway presents it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -29,7 +31,10 @@ pub const MAX_ID: i64 = i32::MAX as i64;
     "dataUpdated": "2025-12-16T08:00:00Z", "hasCrmData": true
 }))]
 pub struct Audience {
-    /// Audience id.
+    /// Audience id: a 64-bit integer (the vendor's ids go beyond 32 bits). A JavaScript
+    /// number keeps it exactly only up to 2^53 − 1; a client that may see larger ids reads
+    /// them as text (the `Location` of a create, or `JSON.parse` with a reviver that keeps
+    /// the source text).
     pub id: i64,
     /// Audience name.
     pub name: String,
@@ -312,7 +317,7 @@ pub struct NewAudience {
     pub description: Option<String>,
     /// Campaign to create the audience in.
     #[serde(deserialize_with = "integral")]
-    #[schema(minimum = 1, maximum = 2147483647)]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub campaign_id: i64,
 }
 
@@ -338,7 +343,7 @@ pub struct AudiencePatch {
 pub struct NewActivation {
     /// Platform account to activate on (see `/v1/platform-accounts`).
     #[serde(deserialize_with = "integral")]
-    #[schema(minimum = 1, maximum = 2147483647)]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub account_id: i64,
     /// Segment name, 1 to 200 characters.
     pub name: String,
@@ -509,8 +514,10 @@ mod tests {
     fn ids_must_be_positive_and_in_range() {
         assert!(check_id("id", 0).is_err());
         assert!(check_id("id", -5).is_err());
-        assert!(check_id("id", MAX_ID + 1).is_err());
+        assert!(check_id("id", i64::MIN).is_err());
         assert_eq!(check_id("id", 7).unwrap(), 7);
+        assert_eq!(check_id("id", 3_000_000_001).unwrap(), 3_000_000_001);
+        assert_eq!(check_id("id", i64::MAX).unwrap(), i64::MAX);
     }
 
     #[test]

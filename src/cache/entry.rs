@@ -10,8 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::View;
 use crate::error::ApiError;
-use crate::upstream::api::{AudienceDto, Unreadable};
-use crate::upstream::UpstreamError;
+use crate::upstream::{AudienceRecord, Unreadable, UpstreamError};
 
 /// One serialized representation and its strong ETag.
 #[derive(Debug)]
@@ -40,19 +39,19 @@ impl Representation {
     }
 
     /// The representation of insights or uploads, or why `crmData` could not be read.
-    fn of_part<T: Serialize>(part: Result<T, Unreadable>) -> Result<Part, UpstreamError> {
+    fn of_part<T: Serialize>(part: &Result<T, Unreadable>) -> Result<Part, UpstreamError> {
         Ok(match part {
-            Ok(value) => Ok(Self::of(&value)?),
-            Err(why) => Err(why),
+            Ok(value) => Ok(Self::of(value)?),
+            Err(why) => Err(why.clone()),
         })
     }
 
-    /// The representation of `view`, from the vendor object.
-    pub fn of_view(dto: AudienceDto, view: View) -> Result<Part, UpstreamError> {
+    /// The representation of `view`, from the loaded audience.
+    pub fn of_view(record: &AudienceRecord, view: View) -> Result<Part, UpstreamError> {
         match view {
-            View::Audience => Ok(Ok(Self::of(&dto.into_audience())?)),
-            View::Insights => Self::of_part(dto.to_insights()),
-            View::Uploads => Self::of_part(dto.to_uploads()),
+            View::Audience => Ok(Ok(Self::of(&record.audience)?)),
+            View::Insights => Self::of_part(&record.insights),
+            View::Uploads => Self::of_part(&record.uploads),
         }
     }
 }
@@ -91,12 +90,12 @@ pub struct CachedAudience {
 }
 
 impl CachedAudience {
-    /// Builds all representations from the vendor object.
-    pub fn from_dto(dto: AudienceDto) -> Result<Self, UpstreamError> {
+    /// Builds all representations from the loaded audience.
+    pub fn from_record(record: &AudienceRecord) -> Result<Self, UpstreamError> {
         Ok(Self {
-            insights: Representation::of_part(dto.to_insights())?,
-            uploads: Representation::of_part(dto.to_uploads())?,
-            audience: Representation::of(&dto.into_audience())?,
+            insights: Representation::of_part(&record.insights)?,
+            uploads: Representation::of_part(&record.uploads)?,
+            audience: Representation::of(&record.audience)?,
         })
     }
 

@@ -20,11 +20,10 @@ use actix_web::http::header::{
     CACHE_CONTROL,
 };
 use bytes::Bytes;
-use serde::de::IgnoredAny;
 
 use entry::part_or_problem;
 pub use entry::{strong_etag, CachedAudience, Representation};
-use store::{Stamped, Store};
+use store::{FetchError, Stamped, Store};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -192,8 +191,8 @@ impl AudienceCache {
         refresh: bool,
     ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
         let fetch = || async {
-            let dto = upstream.load_audience(ctx, id).await?;
-            Ok(Arc::new(CachedAudience::from_dto(dto)?))
+            let record = upstream.load_audience(ctx, id).await?;
+            Ok(Arc::new(CachedAudience::from_record(&record)?))
         };
         if !self.enabled {
             return Ok((fetch().await?, Outcome::Bypass));
@@ -218,14 +217,10 @@ impl AudienceCache {
     ) -> Result<(Arc<Representation>, Outcome), ApiError> {
         if !self.enabled {
             let rep = match view {
-                View::Audience => {
-                    let dto = upstream.load_audience::<IgnoredAny>(ctx, id).await?;
-                    Representation::of(&dto.into_audience())?
-                }
+                View::Audience => Representation::of(&upstream.load_audience_only(ctx, id).await?)?,
                 other => {
-                    let part =
-                        Representation::of_view(upstream.load_audience(ctx, id).await?, other)?;
-                    part_or_problem(&part)?.clone()
+                    let record = upstream.load_audience(ctx, id).await?;
+                    part_or_problem(&Representation::of_view(&record, other)?)?.clone()
                 }
             };
             return Ok((rep, Outcome::Bypass));
@@ -274,6 +269,16 @@ impl AudienceCache {
     /// Audience entries and their weighted size, for tests and diagnostics.
     pub async fn usage(&self) -> (u64, u64) {
         self.audiences.usage().await
+    }
+}
+
+impl FetchError for UpstreamError {
+    fn is_transient(&self) -> bool {
+        UpstreamError::is_transient(self)
+    }
+
+    fn no_entry() -> Self {
+        UpstreamError::Failure("cache fill produced no entry".into())
     }
 }
 

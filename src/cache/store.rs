@@ -14,7 +14,14 @@ use moka::ops::compute::Op;
 
 use super::Outcome;
 use crate::metrics::Metrics;
-use crate::upstream::UpstreamError;
+
+/// What the store needs to know of a fetch's error.
+pub(super) trait FetchError: std::fmt::Display + Send + Sync + 'static {
+    /// Whether a stale copy may stand in for the answer (stale-if-error).
+    fn is_transient(&self) -> bool;
+    /// The error of a fill that produced no entry.
+    fn no_entry() -> Self;
+}
 
 /// A value and when it was fetched.
 #[derive(Clone)]
@@ -100,15 +107,16 @@ where
     /// The value for `key`: fresh from the store unless `refresh`, else fetched by `fetch`
     /// (once for all concurrent callers) and stored, else, when the upstream fails
     /// transiently, the expired copy while within the stale window.
-    pub async fn get_or_fetch<F, Fut>(
+    pub async fn get_or_fetch<F, Fut, E>(
         &self,
         key: K,
         refresh: bool,
         fetch: F,
-    ) -> Result<(V, Outcome), UpstreamError>
+    ) -> Result<(V, Outcome), E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, UpstreamError>>,
+        Fut: Future<Output = Result<V, E>>,
+        E: FetchError,
     {
         let existing = self.entries.get(&key).await;
         if !refresh {
@@ -134,7 +142,7 @@ where
                 };
                 *slot = Some(stamped.value.clone());
                 let unchanged = self.epoch.load(Ordering::Acquire) == epoch;
-                Ok::<_, UpstreamError>(if unchanged && self.fits(&stamped.value) {
+                Ok::<_, E>(if unchanged && self.fits(&stamped.value) {
                     Op::Put(stamped)
                 } else {
                     Op::Nop
@@ -160,9 +168,7 @@ where
                     let ttl = self.fresh_for(stamped.fetched).unwrap_or(0);
                     Ok((stamped.value, Outcome::Hit { ttl }))
                 }
-                None => Err(UpstreamError::Failure(
-                    "cache fill produced no entry".into(),
-                )),
+                None => Err(E::no_entry()),
             },
             (Err(err), _) => self.stale_if_error(err, existing),
         }
@@ -170,11 +176,11 @@ where
 
     /// Stale-if-error: a transient upstream failure is answered with `existing` while it is
     /// within the stale window; anything else stays an error.
-    fn stale_if_error(
+    fn stale_if_error<E: FetchError>(
         &self,
-        err: UpstreamError,
+        err: E,
         existing: Option<Stamped<V>>,
-    ) -> Result<(V, Outcome), UpstreamError> {
+    ) -> Result<(V, Outcome), E> {
         match existing {
             Some(s) if err.is_transient() && s.fetched.elapsed() < self.ttl + self.stale => {
                 tracing::warn!(error = %err, "upstream failed; serving a stale copy");
@@ -208,6 +214,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::UpstreamError;
 
     fn store(capacity: u64) -> Store<u32, Vec<u8>> {
         let weigh = |v: &Vec<u8>| u32::try_from(v.len()).unwrap_or(u32::MAX);

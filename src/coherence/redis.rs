@@ -1,5 +1,8 @@
 //! Cache coherence across replicas over Redis pub/sub, on the channel
-//! `<redis.key_prefix>:evict`. A successful write evicts the audience locally, then publishes
+//! `<redis.key_prefix>:evict`: regular pub/sub on every topology (in a cluster the cluster
+//! bus forwards a PUBLISH to every node, so a subscription on any node hears it; sharded
+//! pub/sub would save that fan-out but needs Redis 7 and a subscription per shard owner,
+//! which buys nothing at the rate writes happen). A successful write evicts the audience locally, then publishes
 //! `{"replica", "kind": "evict", "identity", "id"}`; every other replica evicts it from its
 //! own cache (a replica ignores its own messages). Cache reads never touch Redis.
 //!

@@ -20,7 +20,9 @@ use crate::settings::{LimiterFallback, Settings};
 /// ARGV: per-caller then global emission interval `t` and tolerance `tau = t * (burst - 1)`.
 /// Returns `{1, remaining}` or `{0, wait}` for the per-caller policy, then the same for
 /// the global one when the caller was admitted (as in process, a global refusal still
-/// spends the caller's unit). A key expires when its state equals "never seen".
+/// spends the caller's unit). A key expires when its state equals "never seen". Both keys
+/// carry the hash tag `{<prefix>:rl}`, so in a cluster they live in one slot (the node that
+/// owns it decides every activation, as the global key is in every decision anyway).
 const GCRA: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
@@ -75,8 +77,9 @@ impl RedisLimiter {
     pub async fn try_check(&self, principal: &str) -> Result<Decision, RedisFailure> {
         let (ct, ctau) = gcra_params(&self.caller);
         let (gt, gtau) = gcra_params(&self.global);
-        let caller_key = self.redis.key(&["rl", self.caller.name, principal]);
-        let global_key = self.redis.key(&["rl", self.global.name]);
+        // One hash tag for both keys: the script touches them together (one cluster slot).
+        let caller_key = self.redis.tagged_key("rl", &[self.caller.name, principal]);
+        let global_key = self.redis.tagged_key("rl", &[self.global.name]);
         let out: Vec<i64> = self
             .redis
             .run("rate_limit", |mut c| async move {

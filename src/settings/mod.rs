@@ -34,7 +34,7 @@ pub use ledger::{LedgerBackend, LedgerSettings, SPOOL_FILE, SQLITE_FILE};
 pub use log::{LogFormat, LogSettings};
 pub use otel::{OtelExporter, OtelSettings, Sampler};
 pub use rate_limit::RateLimitSettings;
-pub use redis::{LimiterFallback, RedisSettings};
+pub use redis::{LimiterFallback, RedisSettings, RedisTarget, RedisTopology};
 pub use server::ServerSettings;
 pub use upstream::UpstreamSettings;
 
@@ -360,7 +360,7 @@ mod tests {
         for (key, value, named) in [
             (
                 "GATEWAY_REDIS__URL",
-                "rediss://:hunter2@cache:6380",
+                "redis+cluster://:hunter2@cache",
                 "GATEWAY_REDIS__URL",
             ),
             (
@@ -380,6 +380,14 @@ mod tests {
             ),
             ("GATEWAY_REDIS__TIMEOUT_MS", "0", "redis.timeout_ms"),
             ("GATEWAY_REDIS__KEY_PREFIX", " ", "redis.key_prefix"),
+            ("GATEWAY_REDIS__KEY_PREFIX", "gw{1}", "redis.key_prefix"),
+            ("GATEWAY_REDIS__PASSWORD", "hunter3", "redis.password"),
+            ("GATEWAY_REDIS__CA_FILE", "/ca.pem", "redis.ca_file"),
+            (
+                "GATEWAY_REDIS__CLIENT_KEY_FILE",
+                "/key.pem",
+                "redis.client_cert_file",
+            ),
             (
                 "GATEWAY_REDIS__LIMITER_FALLBACK",
                 "maybe",

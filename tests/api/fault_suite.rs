@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use crate::helpers::ledger_db::{wait_for_ledger, wait_for_queue_drained, LedgerDb};
-use crate::helpers::redis_server::{self, RedisServer};
+use crate::helpers::redis_server::{self, RedisDeployment, Topology};
 use crate::helpers::*;
 
 /// Keys in flight at once.
@@ -62,7 +62,7 @@ impl Tally {
 
 /// The processes a fault kills and restarts.
 struct Infra {
-    redis: Option<RedisServer>,
+    redis: Option<RedisDeployment>,
     db: LedgerDb,
     /// Whether the fault is under way.
     faulted: bool,
@@ -77,7 +77,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
-        let redis = RedisServer::start();
+        let redis = RedisDeployment::start(Topology::Server);
         let db = LedgerDb::postgres();
         let sim = redis_server::simulator().await;
         let settings = || {

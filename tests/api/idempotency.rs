@@ -370,9 +370,9 @@ async fn activate_keyed(client: &reqwest::Client, base: &str, key: &str) -> (u16
 
 #[actix_web::test]
 async fn a_retry_replays_after_the_gateway_and_redis_restart() {
-    let mut redis = redis_server::RedisServer::start();
+    let mut redis = redis_server::RedisDeployment::start(redis_server::Topology::Server);
     let ledger_dir = fresh_ledger_dir();
-    let url = redis.url();
+    let url = redis.url().to_string();
     let env = [
         ("GATEWAY_REDIS__URL", url.as_str()),
         ("GATEWAY_REDIS__HEALTH_INTERVAL_MS", "100"),
@@ -420,7 +420,7 @@ async fn a_retry_replays_after_the_gateway_and_redis_restart() {
 
 #[actix_web::test]
 async fn a_retry_on_another_replica_replays_after_redis_restarts_empty() {
-    let mut redis = redis_server::RedisServer::start();
+    let mut redis = redis_server::RedisDeployment::start(redis_server::Topology::Server);
     let db = ledger_db::LedgerDb::postgres();
     let sim = redis_server::simulator().await;
     let settings = || {

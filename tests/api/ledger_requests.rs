@@ -77,7 +77,7 @@ async fn malformed_queries_are_coded_problems() {
             422,
             "validation_failed",
             "Validation failed",
-            "accountId: must be an integer between 1 and 2147483647",
+            "accountId: must be an integer between 1 and 9223372036854775807",
             "accountId",
         ),
         (
@@ -143,7 +143,12 @@ async fn unknown_activations_and_bad_ids_are_refused() {
     )
     .await;
     let resp = app.get("/v1/audiences/0/activations/x").await;
-    assert_validation(resp, "id", "must be an integer between 1 and 2147483647").await;
+    assert_validation(
+        resp,
+        "id",
+        "must be an integer between 1 and 9223372036854775807",
+    )
+    .await;
 }
 
 #[actix_web::test]

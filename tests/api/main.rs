@@ -27,6 +27,7 @@ mod ops;
 mod platform_accounts;
 mod rate_limit;
 mod redis;
+mod redis_access;
 mod redis_outages;
 mod secrets;
 mod smoke;

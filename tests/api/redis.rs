@@ -1,9 +1,12 @@
-//! Shared state in Redis: two gateways in front of ONE simulator and ONE real `redis-server`
-//! (started here on a free port): the activation quota is shared exactly, idempotent
+//! Shared state in Redis: two gateways in front of ONE simulator and ONE real Redis
+//! deployment (started here on free ports), on every topology (one server, TLS with client
+//! certificates, Sentinel, Cluster, Cluster over TLS): the activation quota is shared exactly, idempotent
 //! retries on the other replica replay or conflict, a write on one replica evicts on the
-//! other. Outages: `redis_outages.rs`.
+//! other. Outages and failover: `redis_outages.rs`; TLS refusals and ACL users:
+//! `redis_access.rs`.
 
 use std::collections::HashMap;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,9 +19,15 @@ use serde_json::json;
 use crate::helpers::redis_server::*;
 use crate::helpers::*;
 
+on_every_topology!(
+    two_replicas_share_the_activation_quota_exactly,
+    an_idempotent_retry_on_the_other_replica_replays_or_conflicts,
+    a_write_on_one_replica_evicts_on_the_other,
+);
+
 #[actix_web::test]
 async fn redis_limits_match_the_in_process_limiter() {
-    let redis = RedisServer::start();
+    let redis = RedisDeployment::start(Topology::Server);
     let sim = simulator().await;
     let s = settings(
         &sim,
@@ -72,9 +81,7 @@ async fn redis_limits_match_the_in_process_limiter() {
     }
 }
 
-#[actix_web::test]
-async fn two_replicas_share_the_activation_quota_exactly() {
-    let redis = RedisServer::start();
+async fn two_replicas_share_the_activation_quota_exactly(redis: RedisDeployment) {
     let sim = simulator().await;
     // One unit a minute: nothing refills during the test, so the bursts are the quota.
     let limits = [
@@ -125,9 +132,7 @@ async fn two_replicas_share_the_activation_quota_exactly() {
     assert_eq!(sim.call_count("activateAudience"), 10);
 }
 
-#[actix_web::test]
-async fn an_idempotent_retry_on_the_other_replica_replays_or_conflicts() {
-    let redis = RedisServer::start();
+async fn an_idempotent_retry_on_the_other_replica_replays_or_conflicts(redis: RedisDeployment) {
     let sim = simulator().await;
     let a = replica(&sim, &redis, &[]).await;
     let b = replica(&sim, &redis, &[]).await;
@@ -216,16 +221,9 @@ async fn an_idempotent_retry_on_the_other_replica_replays_or_conflicts() {
         (201, "?1".to_string())
     );
     assert_eq!(sim.call_count("createAudience"), 1);
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("audience-gateway:idem:*")
-        .query(&mut redis.connection())
-        .unwrap();
+    let keys = redis.keys_with_ttl("audience-gateway:idem:*");
     assert_eq!(keys.len(), 3, "{keys:?}");
-    for key in keys {
-        let ttl: i64 = ::redis::cmd("PTTL")
-            .arg(&key)
-            .query(&mut redis.connection())
-            .unwrap();
+    for (key, ttl) in keys {
         assert!(
             ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000,
             "{key}: {ttl}"
@@ -233,9 +231,7 @@ async fn an_idempotent_retry_on_the_other_replica_replays_or_conflicts() {
     }
 }
 
-#[actix_web::test]
-async fn a_write_on_one_replica_evicts_on_the_other() {
-    let redis = RedisServer::start();
+async fn a_write_on_one_replica_evicts_on_the_other(redis: RedisDeployment) {
     let sim = simulator().await;
     let a = replica(&sim, &redis, &[]).await;
     let b = replica(&sim, &redis, &[]).await;
@@ -243,7 +239,8 @@ async fn a_write_on_one_replica_evicts_on_the_other() {
     assert_eq!(a.get("/v1/audiences/1001").await.status(), 200);
     assert_eq!(b.get("/v1/audiences/1001").await.status(), 200);
 
-    // Cache hits never touch Redis (only the health checks' PINGs run meanwhile).
+    // Cache hits never touch Redis (only the health checks run meanwhile: PING, or ROLE
+    // under Sentinel).
     let before = command_calls(&redis);
     for _ in 0..20 {
         let hit = b.get("/v1/audiences/1001").await;
@@ -252,7 +249,7 @@ async fn a_write_on_one_replica_evicts_on_the_other() {
     let after = command_calls(&redis);
     let busy = |m: &HashMap<String, u64>| -> u64 {
         m.iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "ping" | "info"))
+            .filter(|(k, _)| !matches!(k.as_str(), "ping" | "info" | "role"))
             .map(|(_, v)| v)
             .sum()
     };
@@ -302,4 +299,27 @@ async fn a_write_on_one_replica_evicts_on_the_other() {
         "{}",
         header(&hit, "cache-status")
     );
+}
+
+#[actix_web::test]
+async fn a_cluster_is_found_from_any_seed_even_when_the_first_is_gone() {
+    let redis = RedisDeployment::start(Topology::Cluster);
+    let sim = simulator().await;
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let seeds = redis.url().replace(
+        "redis+cluster://",
+        &format!("redis+cluster://127.0.0.1:{gone},"),
+    );
+    let burst = [
+        ("GATEWAY_RATE_LIMIT__PER_CALLER_PER_MINUTE", "1"),
+        ("GATEWAY_RATE_LIMIT__PER_CALLER_BURST", "5"),
+    ];
+    let first_gone = [&burst[..], &[("GATEWAY_REDIS__URL", seeds.as_str())]].concat();
+    let a = replica(&sim, &redis, &first_gone).await;
+    let b = replica(&sim, &redis, &burst).await;
+    let bearer = token("heidi", &["audiences:activate"]);
+    assert_eq!(admitted_of_eight(&a, &b, &bearer).await, 5);
 }

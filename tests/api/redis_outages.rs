@@ -1,22 +1,32 @@
-//! A Redis outage: a hung Redis costs at most its timeout, a stopped one falls back by
-//! policy and recovers, and evictions that could not be published are sent once it is back.
+//! A Redis outage: a hung Redis costs at most its timeout, a stopped one (on every topology)
+//! falls back by policy and recovers, evictions that could not be published are sent once
+//! it is back, and under Sentinel the replicas follow a failover to the promoted replica.
 
 use std::time::{Duration, Instant};
 
 use audience_gateway::settings::Settings;
-use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::helpers::redis_server::*;
 use crate::helpers::*;
 
+on_every_topology!(redis_stopped_mid_run_falls_back_then_recovers);
+
+/// Four activations per caller, nothing refilling during a test; the global limit is far.
+const BURST_OF_4: [(&str, &str); 4] = [
+    ("GATEWAY_RATE_LIMIT__PER_CALLER_PER_MINUTE", "1"),
+    ("GATEWAY_RATE_LIMIT__PER_CALLER_BURST", "4"),
+    ("GATEWAY_RATE_LIMIT__GLOBAL_PER_MINUTE", "100"),
+    ("GATEWAY_RATE_LIMIT__GLOBAL_BURST", "100"),
+];
+
 #[actix_web::test]
 async fn a_hung_redis_costs_at_most_the_timeout() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisDeployment::start(Topology::Server);
     let sim = simulator().await;
     let a = replica(&sim, &redis, &[("GATEWAY_REDIS__TIMEOUT_MS", "200")]).await;
 
-    redis.signal("-STOP");
+    redis.servers[0].signal("-STOP");
     let bearer = token("frank", &["audiences:activate"]);
     let started = Instant::now();
     let resp = activate(&a, &bearer).await;
@@ -38,24 +48,16 @@ async fn a_hung_redis_costs_at_most_the_timeout() {
         "down: no wait on redis"
     );
 
-    redis.signal("-CONT");
+    redis.servers[0].signal("-CONT");
     wait_for(&a, "up").await;
     redis.stop();
 }
 
-#[actix_web::test]
-async fn redis_stopped_mid_run_falls_back_then_recovers() {
-    let mut redis = RedisServer::start();
+async fn redis_stopped_mid_run_falls_back_then_recovers(mut redis: RedisDeployment) {
     let sim = simulator().await;
-    let limits = [
-        ("GATEWAY_RATE_LIMIT__PER_CALLER_PER_MINUTE", "1"),
-        ("GATEWAY_RATE_LIMIT__PER_CALLER_BURST", "4"),
-        ("GATEWAY_RATE_LIMIT__GLOBAL_PER_MINUTE", "100"),
-        ("GATEWAY_RATE_LIMIT__GLOBAL_BURST", "100"),
-    ];
-    let a = replica(&sim, &redis, &limits).await;
-    let b = replica(&sim, &redis, &limits).await;
-    let mut refuse = limits.to_vec();
+    let a = replica(&sim, &redis, &BURST_OF_4).await;
+    let b = replica(&sim, &redis, &BURST_OF_4).await;
+    let mut refuse = BURST_OF_4.to_vec();
     refuse.push(("GATEWAY_REDIS__LIMITER_FALLBACK", "refuse"));
     let c = replica(&sim, &redis, &refuse).await;
 
@@ -148,17 +150,7 @@ async fn redis_stopped_mid_run_falls_back_then_recovers() {
 
     // Limits are shared again: one full burst between both replicas.
     let erin = token("erin", &["audiences:activate"]);
-    let statuses = join_all((0..8).map(|i| {
-        let app = if i % 2 == 0 { &a } else { &b };
-        let erin = erin.clone();
-        async move { activate(app, &erin).await.status().as_u16() }
-    }))
-    .await;
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        4,
-        "{statuses:?}"
-    );
+    assert_eq!(admitted_of_eight(&a, &b, &erin).await, 4);
     let resp = activate(&c, &erin).await;
     assert_eq!(
         resp.status(),
@@ -174,7 +166,7 @@ async fn redis_stopped_mid_run_falls_back_then_recovers() {
 
 #[actix_web::test]
 async fn an_eviction_that_could_not_be_published_is_sent_once_redis_is_back() {
-    let redis = RedisServer::start();
+    let redis = RedisDeployment::start(Topology::Server);
     let sim = simulator().await;
     // Only A is cut off: its own Redis user loses PUBLISH, while B stays subscribed (so B
     // has no reason to drop its cache and would stay stale without the kept eviction).
@@ -183,7 +175,7 @@ async fn an_eviction_that_could_not_be_published_is_sent_once_redis_is_back() {
             .arg("SETUSER")
             .arg("gw-a")
             .arg(rules)
-            .query::<()>(&mut redis.connection())
+            .query::<()>(&mut redis.servers[0].connection())
             .expect("ACL SETUSER");
     };
     acl(&["on", ">pw-a", "~*", "&*", "+@all"]);
@@ -230,4 +222,52 @@ async fn an_eviction_that_could_not_be_published_is_sent_once_redis_is_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(b.state.redis_state(), "up", "B never lost Redis");
+}
+
+#[actix_web::test]
+async fn the_replicas_follow_a_sentinel_failover() {
+    let mut redis = RedisDeployment::start(Topology::Sentinel);
+    let sim = simulator().await;
+    let a = replica(&sim, &redis, &BURST_OF_4).await;
+    let b = replica(&sim, &redis, &BURST_OF_4).await;
+    let replica_port = redis.servers[1].port();
+
+    // The primary dies; the sentinels promote the replica.
+    redis.servers[0].stop();
+    for app in [&a, &b] {
+        wait_for(app, "down").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let promoted = loop {
+        let addr: Option<(String, u16)> = ::redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(MASTER)
+            .query(&mut redis.sentinels[0].connection())
+            .unwrap_or(None);
+        let role: Vec<::redis::Value> = ::redis::cmd("ROLE")
+            .query(&mut redis.servers[1].connection())
+            .unwrap_or_default();
+        let is_primary =
+            matches!(role.first(), Some(::redis::Value::BulkString(r)) if r == b"master");
+        if addr.is_some_and(|(_, port)| port == replica_port) && is_primary {
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sentinels never promoted the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for app in [&a, &b] {
+        wait_for_within(app, "up", Duration::from_secs(15)).await;
+    }
+    println!(
+        "failover: both gateways up on the promoted replica {:?} after its promotion",
+        promoted.elapsed()
+    );
+
+    // The quota is shared exactly again, in the promoted primary.
+    let grace = token("grace", &["audiences:activate"]);
+    assert_eq!(admitted_of_eight(&a, &b, &grace).await, 4);
+    assert_eq!(redis.keys("{audience-gateway:rl}:per-caller:*").len(), 1);
 }

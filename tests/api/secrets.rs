@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::json;
-use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::matchers::{body_partial_json, header_regex, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::vendor::{audience as audience_json, envelope};
@@ -13,6 +13,8 @@ use crate::helpers::*;
 
 const PASSWORD: &str = "pw-Sup3rS3cret-upstream";
 const COOKIE_1: &str = "ck1-0a1b2c3d4e5f-session";
+/// The vendor's load-balancer affinity cookie, set beside the session on each login.
+const AFFINITY: &str = "arr-affinity-9f8e7d6c5b4a";
 const COOKIE_2: &str = "ck2-6a7b8c9d0e1f-session";
 const ACCESS_TOKEN: &str = "EAAB-platform-access-token-zzz";
 
@@ -48,6 +50,15 @@ fn capture() -> &'static Capture {
     })
 }
 
+/// A `Cookie` header carrying session `cookie` and the affinity cookie beside it (the jar
+/// sends back every cookie the vendor set).
+fn sends_session(cookie: &str) -> wiremock::matchers::HeaderRegexMatcher {
+    header_regex(
+        "cookie",
+        &format!("^(.*; )?digitalAudience={cookie}(; .*)?$"),
+    )
+}
+
 #[actix_web::test]
 async fn no_secret_reaches_logs_or_responses() {
     let logs = capture();
@@ -57,6 +68,10 @@ async fn no_secret_reaches_logs_or_responses() {
             .insert_header(
                 "set-cookie",
                 format!("digitalAudience={cookie}; Path=/; HttpOnly").as_str(),
+            )
+            .append_header(
+                "set-cookie",
+                format!("ARRAffinity={AFFINITY}; Path=/; HttpOnly").as_str(),
             )
             .set_body_json(envelope(json!(true)))
     };
@@ -84,29 +99,21 @@ async fn no_secret_reaches_logs_or_responses() {
     // COOKIE_1 works once, then the session "expires".
     Mock::given(method("GET"))
         .and(path("/audience/loadAudienceById/1001"))
-        .and(header(
-            "cookie",
-            format!("digitalAudience={COOKIE_1}").as_str(),
-        ))
+        .and(sends_session(COOKIE_1))
         .respond_with(ResponseTemplate::new(200).set_body_json(envelope(audience_json(1001, "a"))))
         .up_to_n_times(1)
         .mount(&mock)
         .await;
     Mock::given(method("GET"))
         .and(path("/audience/loadAudienceById/1001"))
-        .and(header(
-            "cookie",
-            format!("digitalAudience={COOKIE_1}").as_str(),
-        ))
+        .and(sends_session(COOKIE_1))
         .respond_with(ResponseTemplate::new(401))
         .mount(&mock)
         .await;
     Mock::given(method("GET"))
         .and(path("/audience/loadAudienceById/1001"))
-        .and(header(
-            "cookie",
-            format!("digitalAudience={COOKIE_2}").as_str(),
-        ))
+        .and(sends_session(COOKIE_2))
+        .and(header_regex("cookie", &format!("ARRAffinity={AFFINITY}")))
         .respond_with(ResponseTemplate::new(200).set_body_json(envelope(audience_json(1001, "b"))))
         .mount(&mock)
         .await;
@@ -215,6 +222,7 @@ async fn no_secret_reaches_logs_or_responses() {
         ("upstream password", PASSWORD),
         ("session cookie 1", COOKIE_1),
         ("session cookie 2", COOKIE_2),
+        ("affinity cookie", AFFINITY),
         ("platform access token", ACCESS_TOKEN),
         ("JWT secret", SECRET),
         ("caller token signature", signature),

@@ -132,9 +132,11 @@ async fn twenty_concurrent_calls_after_expiry_log_in_once() {
     let expired_calls = received
         .iter()
         .filter(|r| {
-            r.headers
-                .get("cookie")
-                .is_some_and(|c| c == "digitalAudience=old-session")
+            // The login is sent the jar's cookies too, as a browser would.
+            r.url.path() != LOGIN
+                && r.headers
+                    .get("cookie")
+                    .is_some_and(|c| c == "digitalAudience=old-session")
         })
         .count();
     assert!(
@@ -605,5 +607,80 @@ async fn a_first_call_logs_in_lazily_and_keeps_the_session() {
     for id in [1001, 1002, 1003] {
         assert_eq!(app.get(&format!("/v1/audiences/{id}")).await.status(), 200);
     }
+    mock.verify().await;
+}
+
+/// ASP.NET Core answers a `null` result with `204 No Content` and many writes with an
+/// empty body: an empty or `data: null` load is 404, an update or delete without a body
+/// succeeded. None of them counts toward the breaker (open after one failure here) or
+/// costs a login.
+#[actix_web::test]
+async fn empty_and_null_answers_mean_what_the_vendor_meant() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(LOGIN))
+        .respond_with(login_ok("s1"))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/audience/loadAudienceById/2"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/audience/loadAudienceById/3"))
+        .respond_with(ok(Value::Null))
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(LOAD_1001))
+        .respond_with(ok(vendor_audience(1001)))
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/audience/update"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/audience/delete"))
+        .respond_with(ResponseTemplate::new(200).insert_header("content-length", "0"))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let app = spawn_with_upstream(
+        &mock.uri(),
+        &[
+            ("GATEWAY_UPSTREAM__BREAKER_FAILURES", "1"),
+            ("GATEWAY_CACHE__ENABLED", "false"),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        for id in [2, 3] {
+            let resp = app.get(&format!("/v1/audiences/{id}")).await;
+            let detail = format!("audience {id} was not found");
+            let rest = json!({"title": "Not found", "detail": detail});
+            assert_problem_with(resp, 404, "not_found", rest, "empty load").await;
+        }
+    }
+    // The breaker is still closed: the vendor answered every time.
+    assert_eq!(app.get("/v1/audiences/1001").await.status(), 200);
+    let resp = app
+        .patch(
+            "/v1/audiences/1001",
+            &json!({"name": "Renamed", "description": "d"}),
+        )
+        .await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "the update happened; the re-read answers"
+    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["id"], 1001);
+    let resp = app.delete("/v1/audiences/1001").await;
+    assert_eq!(resp.status(), 204);
     mock.verify().await;
 }

@@ -12,9 +12,22 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// The first id after the five seeded audiences: the audience each flow creates.
-const NEW: &str = "/v1/audiences/1006";
-const ACTIVATIONS: &str = "/v1/audiences/1006/activations";
+/// The audience each flow creates: the first id after the five seeded audiences, or, from a
+/// vendor on App Service (`azure`), its first id beyond 32 bits.
+fn new_id(style: VendorStyle) -> i64 {
+    if style.app_service {
+        3_000_000_001
+    } else {
+        1006
+    }
+}
+
+/// The gateway's path of the audience each flow creates, and of its activations.
+fn new_paths(style: VendorStyle) -> (String, String) {
+    let path = format!("/v1/audiences/{}", new_id(style));
+    let activations = format!("{path}/activations");
+    (path, activations)
+}
 /// Reads of seeded data whose answers must not depend on the vendor style.
 const SEEDED: [&str; 4] = [
     "/v1/audiences/1001",
@@ -92,10 +105,10 @@ fn timestamp(value: &Value) -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
-/// The audience the flows create (in `campaign`), as the gateway answers it.
-fn created_audience(campaign: (i64, &str), created: &Value) -> Value {
+/// The audience the flows create (`id`, in `campaign`), as the gateway answers it.
+fn created_audience(id: i64, campaign: (i64, &str), created: &Value) -> Value {
     json!({
-        "id": 1006, "name": "Newsletter", "description": "Opt-in list",
+        "id": id, "name": "Newsletter", "description": "Opt-in list",
         "campaignId": campaign.0, "campaignName": campaign.1, "userId": 4217,
         "type": "ONBOARDING", "typeId": 0, "activationStatus": "New", "activationStatusId": 0,
         "lifetimeStatus": null, "lifetimeStatusId": null,
@@ -139,8 +152,20 @@ fn differences(contract: &Value, styled: &Value, path: String, found: &mut Vec<S
         (_, Value::Null) => found.push(path),
         (Value::Array(_), Value::Array(b)) if b.is_empty() => found.push(path),
         (Value::Number(_), Value::Number(n)) if n.as_u64() == Some(0) => found.push(path),
+        // The same time, as .NET writes it (no trailing zeros in the fraction).
+        (Value::String(a), Value::String(b)) if same_instant(a, b) => {}
         (Value::String(a), Value::String(b)) if a.starts_with(b.as_str()) => found.push(path),
         _ => panic!("{path}: the contract style gives {contract}, this style {styled}"),
+    }
+}
+
+fn same_instant(a: &str, b: &str) -> bool {
+    match (
+        DateTime::parse_from_rfc3339(a),
+        DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -166,6 +191,8 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
     for (name, style) in VendorStyle::ALL_NAMED {
         let app = gateway(style, ExpiryStyle::Unauthorized).await;
         let sim = app.sim();
+        let (new, activations) = new_paths(style);
+        let (new, activations) = (new.as_str(), activations.as_str());
 
         // Seeded audience 1001, its insights and uploads, and the platform accounts.
         let mut found = Vec::new();
@@ -212,12 +239,13 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
                 created.location.as_str(),
                 created.replayed.as_str()
             ),
-            (201, NEW, ""),
+            (201, new, ""),
             "{name}"
         );
         let audience = created.json();
         timestamp(&audience["created"]);
-        let expected = created_audience((4, "Spring sale 2026"), &audience["created"]);
+        let expected =
+            created_audience(new_id(style), (4, "Spring sale 2026"), &audience["created"]);
         assert_eq!(audience, expected, "{name}");
         let resp = post_keyed(
             &app,
@@ -239,7 +267,7 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
         );
 
         // Read it twice: the second read is the cache's.
-        let first = app.get(NEW).await;
+        let first = app.get(new).await;
         let cache_status = header(&first, "cache-status");
         let miss = "audience-gateway; fwd=uri-miss; stored; ttl=";
         assert!(cache_status.starts_with(miss), "{name}: {cache_status}");
@@ -249,7 +277,7 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
             "{name}"
         );
         let loads = sim.call_count("loadAudience");
-        let second = app.get(NEW).await;
+        let second = app.get(new).await;
         let cache_status = header(&second, "cache-status");
         assert!(
             cache_status.starts_with("audience-gateway; hit; ttl="),
@@ -264,7 +292,7 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
 
         // Update the description only; the name stays, `updated` moves on.
         let resp = app
-            .patch(NEW, &json!({"description": "Refreshed weekly"}))
+            .patch(new, &json!({"description": "Refreshed weekly"}))
             .await;
         assert_eq!(resp.status(), 200, "{name}");
         let updated: Value = resp.json().await.expect("json");
@@ -276,12 +304,12 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
             timestamp(&updated["updated"]) > timestamp(&audience["updated"]),
             "{name}"
         );
-        assert_eq!(get_ok(&app, NEW, name).await, updated, "{name}");
+        assert_eq!(get_ok(&app, new, name).await, updated, "{name}");
         assert_eq!(sim.writes("updateAudience"), 1, "{name}");
 
         // Activate on Meta, and replay it; Location points at the activation's record.
         let key = format!("activate-{name}");
-        let resp = post_keyed(&app, &full_token(), ACTIVATIONS, &key, &activation_body()).await;
+        let resp = post_keyed(&app, &full_token(), activations, &key, &activation_body()).await;
         let activated = Answer::of(resp).await;
         assert_eq!(
             (activated.status, activated.replayed.as_str()),
@@ -292,7 +320,7 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
         let flow_id = activation["flowId"].as_str().expect("flowId");
         assert_eq!(
             activated.location,
-            format!("{ACTIVATIONS}/{flow_id}"),
+            format!("{activations}/{flow_id}"),
             "{name}"
         );
         assert_eq!(
@@ -300,10 +328,9 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
             flow_id
         );
         assert!(uuid::Uuid::parse_str(flow_id).is_ok(), "{name}: {flow_id}");
-        let expected =
-            json!({"audienceId": 1006, "accountId": 501, "flowId": flow_id, "segmentId": 7001});
+        let expected = json!({"audienceId": new_id(style), "accountId": 501, "flowId": flow_id, "segmentId": 7001});
         assert_eq!(activation, expected, "{name}");
-        let resp = post_keyed(&app, &full_token(), ACTIVATIONS, &key, &activation_body()).await;
+        let resp = post_keyed(&app, &full_token(), activations, &key, &activation_body()).await;
         assert_eq!(Answer::of(resp).await, activated.replayed(), "{name}");
         let activate_counts = (
             sim.call_count("activateAudience"),
@@ -311,7 +338,7 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
         );
         assert_eq!(activate_counts, (1, 1), "{name}");
         // The activation shows on the audience (the cached copy was dropped).
-        let active = get_ok(&app, NEW, name).await;
+        let active = get_ok(&app, new, name).await;
         let mut expected = updated.clone();
         for (key, value) in [
             ("activationStatus", json!("Active")),
@@ -326,10 +353,10 @@ async fn the_whole_flow_passes_against_every_vendor_style() {
         assert_eq!(active, expected, "{name}");
 
         // Delete it; it is gone, from the vendor and the cache alike.
-        let resp = app.delete(NEW).await;
+        let resp = app.delete(new).await;
         assert_eq!(resp.status(), 204, "{name}");
         assert!(resp.bytes().await.expect("body").is_empty(), "{name}");
-        assert_not_found(app.get(NEW).await, 1006, name).await;
+        assert_not_found(app.get(new).await, new_id(style), name).await;
         assert_eq!(sim.writes("deleteAudience"), 1, "{name}");
         assert_eq!(
             sim.login_count(),
@@ -405,7 +432,10 @@ async fn every_expiry_style_renews_once_and_writes_exactly_once() {
         for (name, style) in [
             ("contract", VendorStyle::CONTRACT),
             ("aspnet", VendorStyle::ASPNET),
+            ("azure", VendorStyle::AZURE),
         ] {
+            let (new, activations) = new_paths(style);
+            let (new, activations) = (new.as_str(), activations.as_str());
             let case = format!("{name}, expiry {}", expiry.name());
             let app = gateway(style, expiry).await;
             let sim = app.sim().clone();
@@ -452,7 +482,7 @@ async fn every_expiry_style_renews_once_and_writes_exactly_once() {
             assert_eq!(sim.login_count(), want, "{case}: create");
 
             let want = expired();
-            let resp = app.patch(NEW, &json!({"name": "Renamed"})).await;
+            let resp = app.patch(new, &json!({"name": "Renamed"})).await;
             assert_eq!(resp.status(), 200, "{case}: update");
             assert_eq!(resp.json::<Value>().await.unwrap()["name"], "Renamed");
             assert_eq!(sim.login_count(), want, "{case}: update");
@@ -460,18 +490,72 @@ async fn every_expiry_style_renews_once_and_writes_exactly_once() {
             let want = expired();
             let key = format!("activate-{name}-{}", expiry.name());
             let first =
-                post_keyed(&app, &full_token(), ACTIVATIONS, &key, &activation_body()).await;
+                post_keyed(&app, &full_token(), activations, &key, &activation_body()).await;
             assert_eq!(first.status(), 201, "{case}: activate");
             let again =
-                post_keyed(&app, &full_token(), ACTIVATIONS, &key, &activation_body()).await;
+                post_keyed(&app, &full_token(), activations, &key, &activation_body()).await;
             assert_eq!(header(&again, "idempotent-replayed"), "?1", "{case}");
             assert_eq!(sim.writes("activateAudience"), 1, "{case}: one activation");
             assert_eq!(sim.login_count(), want, "{case}: activate");
 
             let want = expired();
-            assert_eq!(app.delete(NEW).await.status(), 204, "{case}: delete");
+            assert_eq!(app.delete(new).await.status(), 204, "{case}: delete");
             assert_eq!(sim.writes("deleteAudience"), 1, "{case}");
             assert_eq!(sim.login_count(), want, "{case}: delete");
         }
     }
+}
+
+/// Behind App Service's load balancer the session lives on one of two instances: the
+/// gateway keeps the affinity cookie, so one login serves every call, and a session cookie
+/// the vendor re-issues on an ordinary answer (sliding expiration) is adopted, so the
+/// session never runs out while it is used. No cookie reaches a caller.
+#[actix_web::test]
+async fn affinity_holds_and_a_reissued_session_is_adopted() {
+    let config = SimulatorConfig {
+        style: VendorStyle::AZURE,
+        expiry_style: ExpiryStyle::Redirect,
+        ..SimulatorConfig::default()
+    };
+    let ttl = config.session_ttl;
+    let app = spawn_with_simulator(config, &[("GATEWAY_CACHE__ENABLED", "false")]).await;
+    let sim = app.sim().clone();
+    for _ in 0..20 {
+        let resp = app.get("/v1/audiences/1001").await;
+        assert_eq!(resp.status(), 200);
+        assert_no_set_cookie(resp.headers());
+    }
+    assert_eq!(
+        sim.login_count(),
+        1,
+        "every call reached the login's instance"
+    );
+    // Past half its lifetime: the next answer re-issues the session.
+    sim.age_sessions(ttl / 2 + ttl / 10);
+    assert_eq!(app.get("/v1/audiences/1002").await.status(), 200);
+    // The first session has now expired; the re-issued one is in use.
+    sim.age_sessions(ttl / 2);
+    for path in ["/v1/audiences/1001", "/v1/platform-accounts"] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_no_set_cookie(resp.headers());
+    }
+    assert_eq!(sim.login_count(), 1, "no login while the session slides");
+    // An expired session is still renewed by one login.
+    sim.expire_sessions();
+    assert_eq!(app.get("/v1/audiences/1003").await.status(), 200);
+    assert_eq!(sim.login_count(), 2);
+}
+
+/// App Service's 503 asks to come back at an HTTP-date (a second ahead here): the caller
+/// gets the wait as delta-seconds.
+#[actix_web::test]
+async fn an_app_service_503_passes_its_retry_after_date_on() {
+    let app = gateway(VendorStyle::AZURE, ExpiryStyle::Unauthorized).await;
+    app.sim().set_down(true);
+    let resp = app.get("/v1/audiences/1001").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(header(&resp, "retry-after"), "1");
+    let body = problem(resp).await;
+    assert_eq!(body["code"], "upstream_unavailable");
 }

@@ -7,13 +7,29 @@
  * - a bearer token asked from a provider on every request, so a refreshed token is used;
  * - errors thrown as {@link ProblemError}, the RFC 9457 body typed, with `Retry-After`;
  * - an `Idempotency-Key` made for every create and activation unless the caller passes one;
- * - `If-Match` taken from the `ETag` of an audience read before.
+ * - `If-Match` taken from the `ETag` of an audience read before;
+ * - audience ids as {@link AudienceId}: 64-bit, so also a `bigint` or decimal text.
  * `AudienceGateway.raw` is the openapi-fetch client itself, with the same token, for
  * anything this module does not wrap.
  */
 import createClient, { type Client } from "openapi-fetch";
 
 import type { components, paths } from "./schema.js";
+
+/**
+ * An audience id. The gateway's ids are 64-bit integers (JSON numbers, `int64` in the spec).
+ * A JavaScript `number` holds them exactly only up to `Number.MAX_SAFE_INTEGER`
+ * (2^53 − 1): for larger ids pass a `bigint` or the decimal text, e.g. from
+ * {@link idFromLocation}. Ids inside response bodies are parsed by `JSON.parse` and so
+ * lose digits above that bound; read such an id from the create's `Location` instead.
+ */
+export type AudienceId = number | bigint | string;
+
+/** The exact id (as text) at the end of a `Location` such as `/v1/audiences/3000000001`. */
+export function idFromLocation(location: string): string | undefined {
+  const last = location.split("?")[0]?.split("/").filter((part) => part !== "").pop();
+  return last !== undefined && /^[0-9]+$/.test(last) ? last : undefined;
+}
 
 export type { components, paths } from "./schema.js";
 
@@ -173,20 +189,20 @@ export class AudienceGateway {
   }
 
   /** `GET /v1/audiences/{id}`, with its `ETag` and `Cache-Status`. */
-  async getAudience(id: number, options: ReadOptions = {}): Promise<Cached<Audience>> {
-    const params = { path: { id }, header: readHeaders(options) };
+  async getAudience(id: AudienceId, options: ReadOptions = {}): Promise<Cached<Audience>> {
+    const params = { path: { id: pathId(id) }, header: readHeaders(options) };
     return cached(await this.raw.GET("/v1/audiences/{id}", { params }));
   }
 
   /** `GET /v1/audiences/{id}/insights`. */
-  async getAudienceInsights(id: number, options: ReadOptions = {}): Promise<Cached<Insights>> {
-    const params = { path: { id }, header: readHeaders(options) };
+  async getAudienceInsights(id: AudienceId, options: ReadOptions = {}): Promise<Cached<Insights>> {
+    const params = { path: { id: pathId(id) }, header: readHeaders(options) };
     return cached(await this.raw.GET("/v1/audiences/{id}/insights", { params }));
   }
 
   /** `GET /v1/audiences/{id}/uploads`: upload events, newest first. */
-  async listAudienceUploads(id: number, options: ReadOptions = {}): Promise<Cached<Uploads>> {
-    const params = { path: { id }, header: readHeaders(options) };
+  async listAudienceUploads(id: AudienceId, options: ReadOptions = {}): Promise<Cached<Uploads>> {
+    const params = { path: { id: pathId(id) }, header: readHeaders(options) };
     return cached(await this.raw.GET("/v1/audiences/{id}/uploads", { params }));
   }
 
@@ -195,7 +211,7 @@ export class AudienceGateway {
    * `ETag` in `If-Match` and fails with `precondition_failed` (412) if it changed since.
    */
   async updateAudience(
-    target: number | Versioned<Audience>,
+    target: AudienceId | Versioned<Audience>,
     patch: AudiencePatch,
   ): Promise<Versioned<Audience>> {
     const params = { path: { id: audienceId(target) }, header: ifMatch(target) };
@@ -204,7 +220,7 @@ export class AudienceGateway {
   }
 
   /** `DELETE /v1/audiences/{id}`; conditional, like {@link updateAudience}, given a read. */
-  async deleteAudience(target: number | Versioned<Audience>): Promise<Reply<undefined>> {
+  async deleteAudience(target: AudienceId | Versioned<Audience>): Promise<Reply<undefined>> {
     const params = { path: { id: audienceId(target) }, header: ifMatch(target) };
     const { error, response } = await this.raw.DELETE("/v1/audiences/{id}", { params });
     if (error !== undefined || !response.ok) throw ProblemError.from(error, response);
@@ -213,14 +229,14 @@ export class AudienceGateway {
 
   /** `POST /v1/audiences/{id}/activations`, with an `Idempotency-Key`. */
   async activateAudience(
-    id: number,
+    id: AudienceId,
     body: NewActivation,
     options: IdempotencyOptions = {},
   ): Promise<Idempotent<Activation>> {
     return this.idempotent(options, (header) =>
       this.raw.POST("/v1/audiences/{id}/activations", {
         body,
-        params: { path: { id }, header },
+        params: { path: { id: pathId(id) }, header },
       }),
     );
   }
@@ -269,12 +285,24 @@ function readHeaders(options: ReadOptions): { "Cache-Control"?: string } {
   return options.noCache ? { "Cache-Control": "no-cache" } : {};
 }
 
-function audienceId(target: number | Versioned<Audience>): number {
-  return typeof target === "number" ? target : target.data.id;
+function audienceId(target: AudienceId | Versioned<Audience>): number {
+  return isVersioned(target) ? target.data.id : pathId(target);
 }
 
-function ifMatch(target: number | Versioned<Audience>): { "If-Match"?: string } {
-  return typeof target === "number" ? {} : { "If-Match": target.etag };
+function ifMatch(target: AudienceId | Versioned<Audience>): { "If-Match"?: string } {
+  return isVersioned(target) ? { "If-Match": target.etag } : {};
+}
+
+function isVersioned(target: AudienceId | Versioned<Audience>): target is Versioned<Audience> {
+  return typeof target === "object";
+}
+
+/**
+ * An id as a path parameter. The spec types it as a number; the path carries its decimal
+ * text, so a `bigint` or a string of digits is sent exactly as given.
+ */
+function pathId(id: AudienceId): number {
+  return id as number;
 }
 
 function header(response: Response, name: string): string | undefined {

@@ -414,7 +414,10 @@ export interface components {
         Audience: {
             /**
              * Format: int64
-             * @description Audience id.
+             * @description Audience id: a 64-bit integer (the vendor's ids go beyond 32 bits). A JavaScript
+             *     number keeps it exactly only up to 2^53 − 1; a client that may see larger ids reads
+             *     them as text (the `Location` of a create, or `JSON.parse` with a reviver that keeps
+             *     the source text).
              */
             id: number;
             /** @description Audience name. */

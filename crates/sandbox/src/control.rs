@@ -77,6 +77,18 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// One of the instances behind the load balancer: 0 for every style but `azure`, whose
+/// callers are spread over two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Instance(pub(crate) u8);
+
+/// A session: known only to the instance that opened it.
+struct Session {
+    instance: Instance,
+    opened: Instant,
+    expires: Instant,
+}
+
 /// Everything one simulator shares between its worker threads and its handle.
 pub(crate) struct Shared {
     pub(crate) username: String,
@@ -85,7 +97,9 @@ pub(crate) struct Shared {
     vendor_style: Mutex<VendorStyle>,
     session_ttl: Duration,
     pub(crate) store: Mutex<Store>,
-    sessions: Mutex<HashMap<String, Instant>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// The instance the next caller without an affinity cookie lands on (`azure` style).
+    next_instance: AtomicU64,
     latency_nanos: AtomicU64,
     error_rate_bits: AtomicU64,
     down: AtomicBool,
@@ -107,6 +121,7 @@ impl Shared {
             vendor_style: Mutex::new(config.style),
             session_ttl: config.session_ttl,
             sessions: Mutex::new(HashMap::new()),
+            next_instance: AtomicU64::new(0),
             latency_nanos: AtomicU64::new(0),
             error_rate_bits: AtomicU64::new(0.0_f64.to_bits()),
             down: AtomicBool::new(false),
@@ -119,22 +134,54 @@ impl Shared {
         shared
     }
 
-    /// Opens a session and returns its cookie value.
-    pub(crate) fn open_session(&self) -> String {
+    /// Opens a session on `instance` and returns its cookie value.
+    pub(crate) fn open_session(&self, instance: Instance) -> String {
         let token: [u8; 32] = rand::random();
         let token: String = token.iter().map(|byte| format!("{byte:02x}")).collect();
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, expires| *expires > now);
-        sessions.insert(token.clone(), now + self.session_ttl);
+        sessions.retain(|_, session| session.expires > now);
+        let session = Session {
+            instance,
+            opened: now,
+            expires: now + self.session_ttl,
+        };
+        sessions.insert(token.clone(), session);
         token
     }
 
-    /// Whether `token` names a session that has not expired.
-    pub(crate) fn session_is_live(&self, token: &str) -> bool {
+    /// Whether `token` names a session of `instance` that has not expired.
+    pub(crate) fn session_is_live(&self, token: &str, instance: Instance) -> bool {
         lock(&self.sessions)
             .get(token)
-            .is_some_and(|expires| *expires > Instant::now())
+            .is_some_and(|s| s.instance == instance && s.expires > Instant::now())
+    }
+
+    /// Sliding expiration, as ASP.NET Core's cookie authentication does it: a live session
+    /// past half its lifetime gets a new cookie (a new session from now) on its next
+    /// answer; the old one stays valid until it expires.
+    pub(crate) fn slide(&self, token: &str) -> Option<String> {
+        let instance = {
+            let sessions = lock(&self.sessions);
+            let session = sessions.get(token)?;
+            (session.opened.elapsed() > self.session_ttl / 2).then_some(session.instance)?
+        };
+        Some(self.open_session(instance))
+    }
+
+    /// Makes every session `by` older (its expiry comes that much closer).
+    pub(crate) fn age_sessions(&self, by: Duration) {
+        for session in lock(&self.sessions).values_mut() {
+            session.opened = session.opened.checked_sub(by).unwrap_or(session.opened);
+            session.expires = session.expires.checked_sub(by).unwrap_or(session.opened);
+        }
+    }
+
+    /// The instance for a caller without an affinity cookie: round robin.
+    pub(crate) fn next_instance(&self) -> Instance {
+        Instance(u8::from(
+            self.next_instance.fetch_add(1, Ordering::Relaxed) % 2 == 1,
+        ))
     }
 
     pub(crate) fn expire_sessions(&self) {

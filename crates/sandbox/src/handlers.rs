@@ -8,9 +8,9 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-use crate::control::{lock, Operation, Shared};
+use crate::control::{lock, Instance, Operation, Shared};
 use crate::state::{Activation, ActivationOrder, Audience, Campaign, PlatformAccount, Rejection};
-use crate::{loose, problem, strict, ExpiryStyle, VendorStyle};
+use crate::{azure, loose, problem, strict, ExpiryStyle, VendorStyle};
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "digitalAudience";
@@ -152,7 +152,36 @@ pub(crate) async fn dispatch(
     if call != Call::Login {
         sim.record_headers(header_list(&req));
     }
+    let style = sim.vendor_style();
+    // Behind App Service's load balancer, a caller without affinity lands on the next
+    // instance and is pinned to it by the answer.
+    let (instance, pinned) = match style.app_service {
+        true => match azure::instance_of(&req) {
+            Some(instance) => (instance, true),
+            None => (sim.next_instance(), false),
+        },
+        false => (Instance::default(), true),
+    };
+    let mut response = vendor_answer(call, &req, &body, &sim, style, instance).await;
+    if !pinned {
+        azure::pin(&mut response, instance);
+    }
+    response
+}
+
+/// Fault injection, the session check, model binding, then the call and its answer.
+async fn vendor_answer(
+    call: Call,
+    req: &HttpRequest,
+    body: &[u8],
+    sim: &Shared,
+    style: VendorStyle,
+    instance: Instance,
+) -> HttpResponse {
     if sim.is_down() {
+        if style.app_service {
+            return azure::unavailable(HTML_UNAVAILABLE, Utc::now());
+        }
         return html(StatusCode::SERVICE_UNAVAILABLE, HTML_UNAVAILABLE);
     }
     let latency = sim.latency();
@@ -162,11 +191,10 @@ pub(crate) async fn dispatch(
     if sim.roll_error() {
         return html(StatusCode::INTERNAL_SERVER_ERROR, HTML_SERVER_ERROR);
     }
-    if call != Call::Login && !session_cookie(&req).is_some_and(|token| sim.session_is_live(token))
-    {
-        return session_rejected(sim.expiry_style(), &req);
+    let session = session_cookie(req);
+    if call != Call::Login && !session.is_some_and(|token| sim.session_is_live(token, instance)) {
+        return session_rejected(sim.expiry_style(), req);
     }
-    let style = sim.vendor_style();
     // Model binding runs before the vendor's code, as in ASP.NET; the contract style has
     // none of its own (serde's parse below refuses what does not fit).
     if style.strict || style.problem_details {
@@ -174,14 +202,28 @@ pub(crate) async fn dispatch(
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok());
-        if let Err(errors) = strict::bind(call, content_type, &body, style.strict) {
+        if let Err(errors) = strict::bind(call, content_type, body, style.strict) {
             return problem::validation(&errors);
         }
     }
-    match vendor_call(call, &body, &sim) {
+    match vendor_call(call, body, sim, style, instance) {
         Ok(reply) => {
             sim.count_carried_out(call.operation());
+            if style.app_service {
+                let renewed = session
+                    .filter(|_| call != Call::Login)
+                    .and_then(|t| sim.slide(t));
+                return azure::success(reply, renewed);
+            }
             answer(reply, style)
+        }
+        Err(Rejection::NotFound(_))
+            if style.app_service && matches!(call, Call::LoadAudience(_)) =>
+        {
+            let Call::LoadAudience(id) = call else {
+                unreachable!("matched above")
+            };
+            azure::no_audience(id)
         }
         Err(rejection) if style.problem_details => problem::rejection(&rejection),
         Err(rejection) if style.loose_data => HttpResponse::Ok().json(loose::failure(&rejection)),
@@ -212,16 +254,28 @@ fn answer(reply: Reply, style: VendorStyle) -> HttpResponse {
     }
 }
 
-fn vendor_call(call: Call, body: &[u8], sim: &Shared) -> Result<Reply, Rejection> {
+fn vendor_call(
+    call: Call,
+    body: &[u8],
+    sim: &Shared,
+    style: VendorStyle,
+    instance: Instance,
+) -> Result<Reply, Rejection> {
     let now = Utc::now();
     match call {
-        Call::Login => login(body, sim),
+        Call::Login => login(body, sim, instance),
         Call::CreateAudience => {
             let request: CreateAudienceRequest = parse(body)?;
+            let first_id = if style.app_service {
+                azure::FIRST_WIDE_ID
+            } else {
+                0
+            };
             let audience = lock(&sim.store).create_audience(
                 &request.name,
                 request.description,
                 request.campaign_id,
+                first_id,
                 now,
             )?;
             Ok(Reply::Audience(audience))
@@ -267,12 +321,12 @@ fn vendor_call(call: Call, body: &[u8], sim: &Shared) -> Result<Reply, Rejection
     }
 }
 
-fn login(body: &[u8], sim: &Shared) -> Result<Reply, Rejection> {
+fn login(body: &[u8], sim: &Shared, instance: Instance) -> Result<Reply, Rejection> {
     let request: LoginRequest = parse(body)?;
     if request.user_name != sim.username || request.password != sim.password {
         return Err(Rejection::BadCredentials);
     }
-    Ok(Reply::LoggedIn(sim.open_session()))
+    Ok(Reply::LoggedIn(sim.open_session(instance)))
 }
 
 /// The value of the `digitalAudience` cookie, from any `Cookie` header.

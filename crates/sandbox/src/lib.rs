@@ -15,7 +15,7 @@
 //! READY), 1002 (if seeded) has `crmData: null`, 1003 (if seeded) is already activated;
 //! platform accounts 501 (Meta), 502 (Google Ads) with an `accessToken`, and 503 (The Trade
 //! Desk) without one. New audiences, campaigns and segments get increasing ids (segments
-//! from 7001).
+//! from 7001; audiences from 3000000001 in the `azure` style).
 //!
 //! # Assumptions of the contract style (the vendor does not document these)
 //! - Every vendor answer is the envelope `{"data", "status": {"statusCode", "message"},
@@ -61,8 +61,8 @@
 //!   body): a missing or `null` required field (login `userName`, `password`; create
 //!   `name`, `campaignId`; update `id`, `name`; all six activation fields, `description`
 //!   included; delete `id`; campaign `name`); an unknown field; a body without a JSON
-//!   `Content-Type` (`application/json`, `text/json`, `application/*+json`); an id outside
-//!   32 bits, in the body or the `loadAudienceById` path; malformed JSON or a wrong type.
+//!   `Content-Type` (`application/json`, `text/json`, `application/*+json`); an id that is not
+//!   a 64-bit integer (the vendor's `long`); malformed JSON or a wrong type.
 //!   Quoted numbers still bind. The vendor's own refusals stay envelopes unless
 //!   `problem-details` is on too.
 //! - `problem-details`: refusals are ProblemDetails instead of HTTP 200 envelopes:
@@ -87,7 +87,14 @@
 //!   and delete answer `data: null`, update `data: true`, activation `data: null` with
 //!   `flowId` and `segmentId` at the envelope's top level. `tagCollection` is `null`, as in
 //!   the contract style.
-//! - `aspnet`: all three. [`VendorStyle::ALL_NAMED`] lists the presets tests iterate over.
+//! - `aspnet`: all three.
+//! - `azure` (also `iis`): `strict` and `problem-details`, hosted as ASP.NET Core with its
+//!   defaults on Azure App Service (`app_service`): two instances behind an `ARRAffinity`
+//!   cookie with sessions known only to the instance that opened them, sliding session
+//!   cookies, `204 No Content` for update, delete and a load that finds nothing, ids beyond
+//!   32 bits for new audiences, .NET dates, `Retry-After` dates (see `azure.rs`).
+//!
+//! [`VendorStyle::ALL_NAMED`] lists the presets tests iterate over.
 //!
 //! # Fault injection and observation (not part of the vendor API)
 //! Order for a routed vendor call: it is counted (and, unless it is the login, its headers
@@ -110,6 +117,7 @@
 //!   "problem-details,nulls"}`; HTTP 400 on a bad body or name);
 //! - `POST /__sim/sessions/expire` → 204, invalidates every session.
 
+mod azure;
 mod control;
 mod handlers;
 mod loose;
@@ -204,7 +212,7 @@ impl FromStr for ExpiryStyle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VendorStyle {
     /// Model binding as strict as the page allows: required fields, no unknown fields,
-    /// `Content-Type: application/json`, 32-bit ids; refusals are HTTP 400 ProblemDetails.
+    /// `Content-Type: application/json`, 64-bit ids; refusals are HTTP 400 ProblemDetails.
     pub strict: bool,
     /// The simulator's own refusals are HTTP 400/401/404 with ProblemDetails bodies instead of
     /// HTTP 200 envelopes with `success: false`.
@@ -212,11 +220,14 @@ pub struct VendorStyle {
     /// Data in every shape the page allows: nulls, quoted ids, date-only history keys,
     /// unknown fields, other `data` for update/delete/login, a top-level `flowId`.
     pub loose_data: bool,
+    /// Hosted as ASP.NET Core on Azure App Service: two instances behind an affinity
+    /// cookie, sliding session cookies, 204 for empty answers, 64-bit ids, .NET dates.
+    pub app_service: bool,
 }
 
 impl VendorStyle {
     /// The named presets, for tests that run the same flow against each.
-    pub const ALL_NAMED: [(&'static str, VendorStyle); 5] = [
+    pub const ALL_NAMED: [(&'static str, VendorStyle); 6] = [
         ("contract", VendorStyle::CONTRACT),
         (
             "strict",
@@ -240,6 +251,7 @@ impl VendorStyle {
             },
         ),
         ("aspnet", VendorStyle::ASPNET),
+        ("azure", VendorStyle::AZURE),
     ];
 
     /// The vendor as the gateway assumes it (the default).
@@ -247,13 +259,24 @@ impl VendorStyle {
         strict: false,
         problem_details: false,
         loose_data: false,
+        app_service: false,
     };
 
-    /// Every departure at once.
+    /// The ASP.NET departures at once: strict binding, ProblemDetails, loose data.
     pub const ASPNET: VendorStyle = VendorStyle {
         strict: true,
         problem_details: true,
         loose_data: true,
+        app_service: false,
+    };
+
+    /// ASP.NET Core with its defaults on Azure App Service: strict binding, ProblemDetails
+    /// and the hosting's behaviour (`azure`).
+    pub const AZURE: VendorStyle = VendorStyle {
+        strict: true,
+        problem_details: true,
+        loose_data: false,
+        app_service: true,
     };
 }
 
@@ -264,6 +287,7 @@ impl fmt::Display for VendorStyle {
             (self.strict, "strict"),
             (self.problem_details, "problem-details"),
             (self.loose_data, "nulls"),
+            (self.app_service, "azure"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -280,7 +304,8 @@ impl FromStr for VendorStyle {
     type Err = String;
 
     /// Parses a comma-separated list of `contract` (adds nothing), `strict`,
-    /// `problem-details`, `nulls` and `aspnet` (all three); the flags named are combined.
+    /// `problem-details`, `nulls`, `aspnet` (those three) and `azure` (also `iis`: strict,
+    /// problem-details and the App Service hosting); the flags named are combined.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut style = VendorStyle::CONTRACT;
         for name in text.split(',').map(str::trim) {
@@ -289,11 +314,20 @@ impl FromStr for VendorStyle {
                 "strict" => style.strict = true,
                 "problem-details" => style.problem_details = true,
                 "nulls" => style.loose_data = true,
-                "aspnet" => style = VendorStyle::ASPNET,
+                "aspnet" => {
+                    style.strict = true;
+                    style.problem_details = true;
+                    style.loose_data = true;
+                }
+                "azure" | "iis" => {
+                    style.strict = true;
+                    style.problem_details = true;
+                    style.app_service = true;
+                }
                 other => {
                     return Err(format!(
                         "unknown vendor style '{other}' (expected a comma-separated list of \
-                         contract, strict, problem-details, nulls, aspnet)"
+                         contract, strict, problem-details, nulls, aspnet, azure)"
                     ))
                 }
             }
@@ -444,6 +478,12 @@ impl SimulatorHandle {
     /// Invalidates every live session now.
     pub fn expire_sessions(&self) {
         self.shared.expire_sessions();
+    }
+
+    /// Makes every live session `by` older: its expiry comes that much closer, and in the
+    /// `azure` style a session past half its lifetime is re-issued on its next answer.
+    pub fn age_sessions(&self, by: Duration) {
+        self.shared.age_sessions(by);
     }
 
     /// Login requests received, whatever their outcome.

@@ -284,12 +284,14 @@ impl Store {
         }
     }
 
-    /// `createcrmaudience`: a new ONBOARDING audience in an existing campaign.
+    /// `createcrmaudience`: a new ONBOARDING audience in an existing campaign, with the next
+    /// id, and at least `first_id`.
     pub(crate) fn create_audience(
         &mut self,
         name: &str,
         description: Option<String>,
         campaign_id: i64,
+        first_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Audience, Rejection> {
         let name = valid_name(name)?;
@@ -299,9 +301,9 @@ impl Store {
                 format!("Campaign {campaign_id} not found"),
             ));
         }
-        let id = self.next_audience_id;
+        let id = self.next_audience_id.max(first_id);
         let audience = self.new_audience(id, name, description, campaign_id, now);
-        self.next_audience_id += 1;
+        self.next_audience_id = id + 1;
         self.audiences.insert(id, audience.clone());
         Ok(audience)
     }

@@ -97,19 +97,14 @@ fn schema(call: Call) -> Option<&'static Schema> {
 }
 
 /// Binds the request of `call`. With `strict`, also refuses a body sent without a JSON
-/// `Content-Type`, unknown fields, a missing activation `description` and ids outside
-/// 32 bits (the vendor's `int`, in the body or in the `loadAudienceById` path).
+/// `Content-Type`, unknown fields, a missing activation `description` and ids that are not
+/// 64-bit integers (the vendor's `long`).
 pub(crate) fn bind(
     call: Call,
     content_type: Option<&str>,
     body: &[u8],
     strict: bool,
 ) -> Result<(), Errors> {
-    if let Call::LoadAudience(id) = call {
-        if strict && i32::try_from(id).is_err() {
-            return Err(one("AudienceId", format!("The value '{id}' is not valid.")));
-        }
-    }
     let Some(schema) = schema(call) else {
         return Ok(());
     };
@@ -160,7 +155,7 @@ pub(crate) fn bind(
                 Some(format!("The {} field is required.", pascal(field.name)))
             }
             None | Some(Value::Null) => None,
-            Some(value) => type_error(field, value, strict),
+            Some(value) => type_error(field, value),
         };
         if let Some(message) = problem {
             errors.entry(pascal(field.name)).or_default().push(message);
@@ -174,7 +169,7 @@ pub(crate) fn bind(
 }
 
 /// Why `value` does not bind to `field`, in ASP.NET's words; `None` when it does.
-fn type_error(field: &Field, value: &Value, strict: bool) -> Option<String> {
+fn type_error(field: &Field, value: &Value) -> Option<String> {
     let (fits, target) = match field.kind {
         Kind::Text => (value.is_string(), "System.String"),
         Kind::Id => {
@@ -183,12 +178,7 @@ fn type_error(field: &Field, value: &Value, strict: bool) -> Option<String> {
                 Value::String(text) => text.trim().parse::<i64>().ok(),
                 _ => None,
             };
-            if strict {
-                let fits = number.is_some_and(|n| i32::try_from(n).is_ok());
-                (fits, "System.Int32")
-            } else {
-                (number.is_some(), "System.Int64")
-            }
+            (number.is_some(), "System.Int64")
         }
     };
     (!fits).then(|| {
@@ -294,23 +284,17 @@ mod tests {
             ))
         );
         assert_eq!(
-            strict(Call::DeleteAudience, r#"{"id": 2147483648}"#),
+            strict(Call::DeleteAudience, r#"{"id": 9223372036854775808}"#),
             Err(one(
                 "Id",
-                "The JSON value could not be converted to System.Int32. Path: $.id.".to_owned()
+                "The JSON value could not be converted to System.Int64. Path: $.id.".to_owned()
             ))
         );
         assert_eq!(
-            strict(Call::DeleteAudience, r#"{"id": 2147483647}"#),
+            strict(Call::DeleteAudience, r#"{"id": 9223372036854775807}"#),
             Ok(())
         );
-        assert_eq!(
-            strict(Call::LoadAudience(4_294_967_296), ""),
-            Err(one(
-                "AudienceId",
-                "The value '4294967296' is not valid.".to_owned()
-            ))
-        );
+        assert_eq!(strict(Call::LoadAudience(4_294_967_296), ""), Ok(()));
         assert_eq!(strict(Call::LoadAudience(1001), ""), Ok(()));
         for content_type in [
             None,

@@ -23,7 +23,8 @@ fn client() -> Client {
         .expect("client")
 }
 
-/// Logs in with the default credentials and returns the `Cookie` header value.
+/// Logs in with the default credentials and returns the `Cookie` header value: every
+/// cookie the login set (the session, and in the `azure` style the instance's affinity).
 async fn login(sim: &SimulatorHandle, client: &Client) -> String {
     let response = client
         .post(format!("{}/account/login", sim.base_url()))
@@ -31,17 +32,15 @@ async fn login(sim: &SimulatorHandle, client: &Client) -> String {
         .send()
         .await
         .expect("login");
-    let set_cookie = response
+    let pairs: Vec<&str> = response
         .headers()
-        .get(header::SET_COOKIE)
-        .expect("set-cookie")
-        .to_str()
-        .expect("ascii");
-    set_cookie
-        .split(';')
-        .next()
-        .expect("cookie pair")
-        .to_owned()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().expect("ascii"))
+        .map(|value| value.split(';').next().expect("cookie pair"))
+        .collect();
+    assert!(!pairs.is_empty(), "set-cookie");
+    pairs.join("; ")
 }
 
 async fn call(
@@ -57,7 +56,21 @@ async fn call(
     }
     let response = request.send().await.expect("call");
     let status = response.status();
-    (status, response.json().await.expect("json body"))
+    let body = response.bytes().await.expect("body");
+    if status == StatusCode::NO_CONTENT {
+        assert!(body.is_empty(), "204 with a body");
+        return (status, Value::Null);
+    }
+    (status, serde_json::from_slice(&body).expect("json body"))
+}
+
+/// The id of the first audience a flow creates in `style`.
+fn new_id(style: crate::VendorStyle) -> i64 {
+    if style.app_service {
+        crate::azure::FIRST_WIDE_ID
+    } else {
+        1006
+    }
 }
 
 fn ok(data: Value) -> Value {

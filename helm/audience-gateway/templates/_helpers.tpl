@@ -162,3 +162,19 @@ nulls left out so the gateway's own defaults apply.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+GATEWAY_REDIS__URL built from redis.topology, nodes, sentinelMaster, db and tls.enabled
+(no credentials: those come from the Secret).
+*/}}
+{{- define "audience-gateway.redisUrl" -}}
+{{- $r := .Values.redis -}}
+{{- $scheme := ternary "rediss" "redis" $r.tls.enabled -}}
+{{- if eq $r.topology "sentinel" -}}
+{{- printf "%s+sentinel://%s/%s/%d" $scheme (join "," $r.nodes) $r.sentinelMaster (int $r.db) -}}
+{{- else if eq $r.topology "cluster" -}}
+{{- printf "%s+cluster://%s" $scheme (join "," $r.nodes) -}}
+{{- else -}}
+{{- printf "%s://%s/%d" $scheme (first $r.nodes) (int $r.db) -}}
+{{- end -}}
+{{- end }}

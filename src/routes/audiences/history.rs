@@ -36,7 +36,7 @@ pub struct HistoryQuery {
     #[param(value_type = Option<String>, format = DateTime, example = "2026-04-01T00:00:00Z")]
     until: Option<String>,
     /// Only activations on this platform account
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 2147483647, example = 501)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 9_223_372_036_854_775_807_i64, example = 501)]
     account_id: Option<String>,
 }
 
@@ -152,7 +152,7 @@ pub(super) async fn list_activations(
 #[serde(rename_all = "camelCase")]
 pub struct ActivationPath {
     /// Audience id
-    #[param(value_type = i64, minimum = 1, maximum = 2147483647, example = 1001)]
+    #[param(value_type = i64, minimum = 1, maximum = 9_223_372_036_854_775_807_i64, example = 1001)]
     id: String,
     /// The activation's flow id, as its `201` answer gave it
     #[param(example = "7d9f8b52-1c1e-4a43-9a53-58f2c2d7a0b1")]

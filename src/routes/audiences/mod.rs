@@ -42,7 +42,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 #[into_params(parameter_in = Path)]
 pub struct AudienceId {
     /// Audience id
-    #[param(value_type = i64, minimum = 1, maximum = 2147483647, example = 1001)]
+    #[param(value_type = i64, minimum = 1, maximum = 9_223_372_036_854_775_807_i64, example = 1001)]
     id: String,
 }
 

@@ -45,8 +45,7 @@ pub(super) async fn create_audience(
 ) -> Result<HttpResponse, ApiError> {
     let new = body.value.validated()?;
     idempotent(&state, &auth, &req, "createAudience", &body.raw, || async {
-        let dto = state.upstream.create_audience(&ctx.0, &new).await?;
-        let audience = dto.into_audience();
+        let audience = state.upstream.create_audience(&ctx.0, &new).await?;
         stored(
             StatusCode::CREATED,
             Some(format!("/v1/audiences/{}", audience.id)),

@@ -57,6 +57,31 @@ pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
     d.deserialize_any(TextVisitor)
 }
 
+/// A date as the vendor's text (passed through, .NET's 7 fractional digits and offsets
+/// included), read like [`opt_text`]; .NET's "no date", `DateTime.MinValue`
+/// (`0001-01-01T00:00:00`, with or without fraction and offset), is `None`.
+pub fn opt_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(opt_text(d)?.filter(|text| !is_no_date(text)))
+}
+
+/// Whether `text` is .NET's `default(DateTime)` / `DateTimeOffset.MinValue`.
+fn is_no_date(text: &str) -> bool {
+    let Some(rest) = text.trim().strip_prefix("0001-01-01") else {
+        return false;
+    };
+    let time = rest.trim_start_matches(['T', ' ']);
+    let time = time
+        .strip_suffix('Z')
+        .or_else(|| time.strip_suffix("+00:00"))
+        .unwrap_or(time);
+    time.is_empty()
+        || time.strip_prefix("00:00:00").is_some_and(|f| {
+            f.is_empty()
+                || f.strip_prefix('.')
+                    .is_some_and(|z| z.bytes().all(|b| b == b'0'))
+        })
+}
+
 /// A map that may be `null`; entries whose value is `null` are left out.
 pub fn map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
 where
@@ -274,6 +299,31 @@ mod tests {
         text: Option<String>,
         #[serde(default, deserialize_with = "map")]
         rates: BTreeMap<String, f64>,
+    }
+
+    #[test]
+    fn dotnet_no_date_is_absent_and_other_dates_pass_through() {
+        #[derive(Deserialize)]
+        struct When(#[serde(deserialize_with = "opt_date")] Option<String>);
+        let read = |json: &str| serde_json::from_str::<When>(json).unwrap().0;
+        for none in [
+            r#""0001-01-01T00:00:00""#,
+            r#""0001-01-01T00:00:00Z""#,
+            r#""0001-01-01T00:00:00.0000000""#,
+            r#""0001-01-01T00:00:00+00:00""#,
+            r#""0001-01-01""#,
+            "null",
+        ] {
+            assert_eq!(read(none), None, "{none}");
+        }
+        for kept in [
+            "2025-12-15T11:36:16.4897081Z",
+            "2025-12-15T12:36:16.4897081+01:00",
+            "2025-12-15T11:36:16.4897081",
+            "0001-01-01T00:00:01",
+        ] {
+            assert_eq!(read(&format!("\"{kept}\"")).as_deref(), Some(kept));
+        }
     }
 
     fn probe(json: &str) -> Probe {
