@@ -39,6 +39,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request headers exceed {limit} bytes")]
     HeadersTooLarge { limit: usize },
+    #[error("the request body did not arrive within {} ms", .limit.as_millis())]
+    BodyTimeout { limit: Duration },
     #[error("{detail}")]
     Unauthorized { detail: String },
     #[error("this operation needs the scope {scope}")]
@@ -123,6 +125,11 @@ impl ApiError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
                 "Request header fields too large",
+            ),
+            BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "Request body timeout",
             ),
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "invalid_token", "Unauthorized"),
             Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient_scope", "Forbidden"),
@@ -324,6 +331,10 @@ impl ResponseError for ApiError {
                 retry_after: Some(d),
             } => {
                 resp.insert_header((header::RETRY_AFTER, ceil_secs(*d).to_string()));
+            }
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            ApiError::BodyTimeout { .. } => {
+                resp.force_close();
             }
             _ => {}
         }

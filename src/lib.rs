@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod coherence;
+pub mod connection;
 pub mod domain;
 pub mod error;
 pub mod idempotency;

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
@@ -20,6 +20,7 @@ use crate::cache::AudienceCache;
 use crate::coherence::redis::RedisInvalidation;
 use crate::coherence::{Event, Invalidation, LocalInvalidation};
 use crate::error::ApiError;
+use crate::idempotency::durable::DurableIdempotency;
 use crate::idempotency::redis::SharedIdempotency;
 use crate::idempotency::{IdempotencyStore, LocalIdempotency};
 use crate::ledger::Ledger;
@@ -29,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::redis::Redis;
 use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
-use crate::{audit, cache, routes, telemetry};
+use crate::{audit, cache, connection, routes, telemetry};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -40,8 +41,8 @@ pub struct AppState {
     pub limiter: Arc<dyn ActivationLimiter>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub invalidation: Arc<dyn Invalidation>,
-    /// The activation history.
-    pub ledger: Ledger,
+    /// The activation history (and the kept idempotent responses).
+    pub ledger: Arc<Ledger>,
     pub metrics: Arc<Metrics>,
     /// The Redis-backed shared state, when `redis.url` is set.
     pub redis: Option<SharedState>,
@@ -50,13 +51,15 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state: Redis-backed shared state when `redis.url` is set, in-process
-    /// implementations otherwise. Redis is connected by the tasks `run_until_stopped` starts;
-    /// the ledger starts on its own thread here.
+    /// implementations otherwise, with finished idempotent responses kept in the ledger too.
+    /// Redis is connected by the tasks `run_until_stopped` starts; the ledger starts on its
+    /// own thread here.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let budget = settings.server.request_budget;
         let redis = SharedState::new(&settings, metrics.clone())?;
-        let (limiter, idempotency, invalidation): (
+        let ledger = Arc::new(Ledger::start(&settings.ledger, metrics.clone())?);
+        let (limiter, claims, invalidation): (
             Arc<dyn ActivationLimiter>,
             Arc<dyn IdempotencyStore>,
             Arc<dyn Invalidation>,
@@ -68,6 +71,11 @@ impl AppState {
                 Arc::new(LocalInvalidation),
             ),
         };
+        let idempotency = Arc::new(DurableIdempotency::new(
+            claims,
+            ledger.clone(),
+            settings.idempotency.ttl,
+        ));
         Ok(Self {
             auth: Authenticator::new(&settings.auth, metrics.clone())?,
             upstream: UpstreamClient::new(&settings.upstream, budget, metrics.clone())?,
@@ -75,7 +83,7 @@ impl AppState {
             limiter,
             idempotency,
             invalidation,
-            ledger: Ledger::start(&settings.ledger, metrics.clone())?,
+            ledger,
             metrics,
             redis,
             settings: Arc::new(settings),
@@ -325,7 +333,9 @@ impl Application {
                 .wrap(cache::layer::HttpCache)
                 .wrap(Condition::new(with_cors, cors(&origins)))
                 .wrap(from_fn(telemetry::request_context))
+                .wrap(from_fn(connection::bound))
         })
+        .on_connect(connection::remember)
         .disable_signals()
         .shutdown_timeout(s.server.shutdown_grace.as_secs())
         .client_request_timeout(s.server.client_request_timeout)
@@ -353,23 +363,34 @@ impl Application {
 
     /// Starts background tasks (JWKS refresh) and serves until stopped. With `signals`,
     /// SIGTERM/SIGINT start a graceful shutdown: not ready first, then stop accepting and
-    /// finish in-flight requests within `server.shutdown_grace_secs`.
+    /// finish in-flight requests within `server.shutdown_grace_secs`. Once the server has
+    /// stopped, the ledger writes its queue in what is left of that grace period (from the
+    /// signal on; the whole period when stopped through the handle) and spools the rest.
     pub async fn run_until_stopped(self, signals: bool) -> std::io::Result<()> {
         spawn_jwks_refresh(&self.state);
         spawn_shared_state(&self.state);
+        let grace = self.state.settings.server.shutdown_grace;
+        let deadline = Arc::new(OnceLock::new());
         if signals {
             let handle = self.server.handle();
             let state = self.state.clone();
             let drain = state.settings.server.shutdown_drain;
+            let deadline = deadline.clone();
             actix_rt::spawn(async move {
                 wait_for_signal().await;
+                let _ = deadline.set(Instant::now() + drain + grace);
                 tracing::info!("shutdown signal received; not ready, draining");
                 state.begin_shutdown();
                 tokio::time::sleep(drain).await;
                 handle.stop(true).await;
             });
         }
-        self.server.await
+        let served = self.server.await;
+        let left = deadline.get().map_or(grace, |d: &Instant| {
+            d.saturating_duration_since(Instant::now())
+        });
+        self.state.ledger.shutdown(left).await;
+        served
     }
 }
 

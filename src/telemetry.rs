@@ -126,6 +126,28 @@ where
     )
 }
 
+/// Whether `event` is actix-http's report of a request head it could not parse (malformed,
+/// or more headers than it takes): the client's mistake, already answered 400 or 431, which
+/// actix-http logs at ERROR before any request (or request id) exists. Its line is written
+/// at WARN (in both formats), so no client can trip error-level alerts.
+pub(crate) fn client_mistake(event: &tracing::Event<'_>) -> bool {
+    struct ParseError(bool);
+    impl tracing::field::Visit for ParseError {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}").starts_with("stream error: request parse error");
+            }
+        }
+    }
+    let meta = event.metadata();
+    if *meta.level() != tracing::Level::ERROR || meta.target() != "actix_http::h1::dispatcher" {
+        return false;
+    }
+    let mut found = ParseError(false);
+    event.record(&mut found);
+    found.0
+}
+
 /// The compact text line, with ` request_id=<id>` (and ` trace_id=.. span_id=..` when the
 /// request is traced) at the end while a request is served.
 struct TextEvent(fmt::format::Format<fmt::format::Compact>);
@@ -141,6 +163,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
+        if client_mistake(event) {
+            let mut line = String::new();
+            self.0.format_event(ctx, Writer::new(&mut line), event)?;
+            return writer.write_str(&line.replacen("ERROR", " WARN", 1));
+        }
         let Ok(scope) = REQUEST.try_with(Rc::clone) else {
             return self.0.format_event(ctx, writer, event);
         };
@@ -445,6 +472,26 @@ mod tests {
         assert_eq!(acceptable_request_id(&bad), None);
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
         assert_eq!(acceptable_request_id(&long), None);
+    }
+
+    #[test]
+    fn unparsable_request_heads_are_warnings_in_text_lines_too() {
+        let buf = json::tests::Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .event_format(TextEvent(fmt::format().compact()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(
+                target: "actix_http::h1::dispatcher",
+                "stream error: request parse error: invalid Header provided"
+            );
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains(" WARN actix_http"), "{text}");
+        assert!(!text.contains("ERROR"), "{text}");
     }
 
     #[test]

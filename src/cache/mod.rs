@@ -134,7 +134,8 @@ impl AudienceCache {
                 ttl,
                 stale,
                 metrics.clone(),
-            ),
+            )
+            .refusing_heavier_than(s.max_bytes, |v| v.weight()),
             accounts: Store::new(
                 moka::future::Cache::builder().max_capacity(64),
                 ttl,

@@ -2,7 +2,7 @@
 //! values are served as they are; concurrent misses for one key make one upstream call
 //! (moka's per-key compute lock); a fetch that raced with an invalidation never stores what
 //! it read; an expired value stays usable for the stale window when the upstream fails
-//! (stale-if-error).
+//! (stale-if-error); a value heavier than the whole capacity is answered but never stored.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -30,6 +30,9 @@ pub(super) struct Stamped<V> {
     fetched: Instant,
 }
 
+/// The weight of a value, as the cache's capacity counts it.
+type Weigher<V> = fn(&V) -> u32;
+
 /// Keyed values with freshness and stale windows.
 pub(super) struct Store<K, V> {
     entries: moka::future::Cache<K, Stamped<V>>,
@@ -38,6 +41,8 @@ pub(super) struct Store<K, V> {
     /// Bumped by every invalidation; a fetch that saw another value does not store.
     epoch: AtomicU64,
     metrics: Arc<Metrics>,
+    /// The capacity and the weigher, when the builder weighs values.
+    bound: Option<(u64, Weigher<V>)>,
 }
 
 impl<K, V> Store<K, V>
@@ -61,7 +66,21 @@ where
             stale,
             epoch: AtomicU64::new(0),
             metrics,
+            bound: None,
         }
+    }
+
+    /// Never stores a value `weigh` finds heavier than `capacity` (the builder's weigher and
+    /// capacity): moka would hold it until its next clean-up.
+    pub fn refusing_heavier_than(mut self, capacity: u64, weigh: Weigher<V>) -> Self {
+        self.bound = Some((capacity, weigh));
+        self
+    }
+
+    /// Whether `value` may be stored at all.
+    fn fits(&self, value: &V) -> bool {
+        self.bound
+            .is_none_or(|(capacity, weigh)| u64::from(weigh(value)) <= capacity)
     }
 
     /// Whole seconds of freshness left for something fetched at `fetched` (None: expired).
@@ -122,7 +141,8 @@ where
                     fetched: Instant::now(),
                 };
                 *slot = Some(stamped.value.clone());
-                Ok::<_, E>(if self.epoch.load(Ordering::Acquire) == epoch {
+                let unchanged = self.epoch.load(Ordering::Acquire) == epoch;
+                Ok::<_, E>(if unchanged && self.fits(&stamped.value) {
                     Op::Put(stamped)
                 } else {
                     Op::Nop
@@ -188,5 +208,35 @@ where
     pub async fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks().await;
         (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamError;
+
+    fn store(capacity: u64) -> Store<u32, Vec<u8>> {
+        let weigh = |v: &Vec<u8>| u32::try_from(v.len()).unwrap_or(u32::MAX);
+        Store::new(
+            moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .weigher(move |_k: &u32, v: &Stamped<Vec<u8>>| weigh(&v.value)),
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Arc::new(Metrics::new()),
+        )
+        .refusing_heavier_than(capacity, weigh)
+    }
+
+    #[tokio::test]
+    async fn a_value_heavier_than_the_capacity_is_answered_but_never_stored() {
+        let s = store(10);
+        let fetch = |n: usize| move || async move { Ok::<_, UpstreamError>(vec![0u8; n]) };
+        let (value, outcome) = s.get_or_fetch(1, false, fetch(11)).await.unwrap();
+        assert_eq!((value.len(), outcome), (11, Outcome::Miss { ttl: 60 }));
+        assert!(s.fresh(&1).await.is_none(), "not stored");
+        s.get_or_fetch(2, false, fetch(10)).await.unwrap();
+        assert!(s.fresh(&2).await.is_some(), "a value that fits is stored");
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! A record is scoped to the caller and the route, remembers a fingerprint of the request,
 //! and is either in flight or holds the finished response. Records sit behind
-//! [`IdempotencyStore`] so the shared store ([`redis::SharedIdempotency`]) can replace the
-//! in-process one.
+//! [`IdempotencyStore`]: claims live in process ([`LocalIdempotency`]) or in Redis shared by
+//! the replicas ([`redis::SharedIdempotency`]), and [`durable::DurableIdempotency`] keeps
+//! the finished responses in the ledger's database as well, so a replay survives a restart
+//! of the gateway or of Redis and any replica answers it.
 
+pub mod durable;
 pub mod local;
 pub mod redis;
 

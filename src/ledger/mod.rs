@@ -11,22 +11,35 @@
 //! runtime's handle. Every call is bounded by `ledger.timeout_ms`. A write that fails is
 //! logged, counted and kept in a bounded in-process queue, which a background task retries
 //! in order (with the upstream client's backoff) until the database takes it, so an
-//! activation the vendor accepted is not lost while the database recovers. Rows are keyed
-//! by (audience, flow id), so a retried write that did get in the first time adds nothing.
+//! activation the vendor accepted is not lost while the database recovers. While the
+//! database is known to be down (or writes are already waiting), a write joins the queue at
+//! once instead of waiting for its own timeout. Rows are keyed by (audience, flow id), so a
+//! retried write that did get in the first time adds nothing.
+//!
+//! On stop ([`Ledger::shutdown`]) the queue is written within the time left; what the
+//! database still does not take goes to the spool file (`ledger.spool_file`, see [`spool`]),
+//! which the next start puts back at the head of the queue, and is logged at error with
+//! every field only when even the spool file cannot be written.
+//!
+//! The same database keeps the finished responses of idempotent requests ([`Kept`]), so a
+//! replay does not depend on the memory of one process or on Redis.
 
 pub mod postgres;
+mod spool;
 mod sql;
 pub mod sqlite;
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
 
@@ -54,10 +67,42 @@ pub trait LedgerStore: Send + Sync {
     async fn get(&self, audience_id: i64, flow_id: &str) -> anyhow::Result<Option<Entry>>;
     /// Checks the database answers.
     async fn ping(&self) -> anyhow::Result<()>;
+    /// Keeps a finished idempotent response (replacing an expired one under its key).
+    async fn keep(&self, kept: &Kept) -> anyhow::Result<()>;
+    /// The response kept under `key`, unless it expired before `now` (microseconds).
+    async fn kept(&self, key: &str, now: i64) -> anyhow::Result<Option<Kept>>;
+    /// Drops the kept responses expired before `now` (microseconds).
+    async fn forget_expired(&self, now: i64) -> anyhow::Result<()>;
+}
+
+/// A finished response of an idempotent request, kept for replays until `expires_at`
+/// (microseconds since the epoch). The ledger stores it as given: `response` is the
+/// idempotency store's own encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Kept {
+    pub key: String,
+    pub fingerprint: String,
+    pub response: String,
+    pub expires_at: i64,
+}
+
+impl Kept {
+    /// A record for `key` expiring `ttl` from now.
+    pub fn new(key: &str, fingerprint: &str, response: String, ttl: Duration) -> Self {
+        let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        Self {
+            key: key.to_string(),
+            fingerprint: fingerprint.to_string(),
+            response,
+            expires_at: now_micros().saturating_add(ttl),
+        }
+    }
 }
 
 /// One ledger row. Times are microseconds since the Unix epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub audience_id: i64,
     pub flow_id: String,
@@ -228,11 +273,17 @@ impl Cursor {
     }
 }
 
-/// A write waiting in the retry queue.
-#[derive(Debug, Clone)]
+/// A write waiting in the retry queue (and, as JSON, in the spool file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
 enum Op {
     Insert(Box<Entry>),
-    MarkDeleted { audience_id: i64, at: i64 },
+    #[serde(rename_all = "camelCase")]
+    MarkDeleted {
+        audience_id: i64,
+        at: i64,
+    },
+    Keep(Box<Kept>),
 }
 
 impl Op {
@@ -240,6 +291,7 @@ impl Op {
         match self {
             Op::Insert(e) => store.insert(e).await,
             Op::MarkDeleted { audience_id, at } => store.mark_deleted(*audience_id, *at).await,
+            Op::Keep(k) => store.keep(k).await,
         }
     }
 
@@ -270,6 +322,13 @@ impl Op {
                 deleted_at = %rfc3339(*at),
                 "audience deletion not recorded in the ledger"
             ),
+            // A retry with this key may run again once this replica forgets the response.
+            Op::Keep(k) => tracing::error!(
+                why,
+                record_key = %k.key,
+                expires_at = %rfc3339(k.expires_at),
+                "idempotent response not kept in the ledger"
+            ),
         }
     }
 }
@@ -285,6 +344,13 @@ struct Shared {
     wake: Notify,
     state: AtomicU8,
     metrics: Arc<Metrics>,
+    /// Where what is left at stop is kept for the next start.
+    spool: PathBuf,
+    /// Whether the queue holds writes read from the spool file, which is removed once the
+    /// queue has been written.
+    from_spool: AtomicBool,
+    /// Set once the queue has been written out at stop: nothing retries a write after that.
+    stopped: AtomicBool,
 }
 
 impl Shared {
@@ -314,12 +380,41 @@ impl Shared {
         Some(entry)
     }
 
+    /// A kept response still waiting in the queue.
+    fn pending_kept(&self, key: &str) -> Option<Kept> {
+        self.queue().iter().rev().find_map(|op| match op {
+            Op::Keep(k) if k.key == key && k.expires_at > now_micros() => Some(Kept::clone(k)),
+            _ => None,
+        })
+    }
+
+    /// Pops the written head of the queue; once the queue is empty, what came from the
+    /// spool file is written and the file goes.
+    fn written(&self) {
+        let mut queue = self.queue();
+        queue.pop_front();
+        self.metrics.ledger_pending(queue.len());
+        let empty = queue.is_empty();
+        drop(queue);
+        if empty && self.from_spool.swap(false, Ordering::Relaxed) {
+            spool::remove(&self.spool);
+        }
+    }
+
     fn enqueue(&self, op: Op) {
         let mut queue = self.queue();
-        if queue.len() >= self.capacity {
+        // Checked under the lock that [`finish`] sets it under.
+        let refused = if self.stopped.load(Ordering::Relaxed) {
+            Some("the ledger has stopped")
+        } else if queue.len() >= self.capacity {
+            Some("the ledger retry queue is full (ledger.queue_capacity)")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
             drop(queue);
             self.metrics.ledger_write("dropped");
-            op.log_lost("the ledger retry queue is full (ledger.queue_capacity)");
+            op.log_lost(why);
             return;
         }
         queue.push_back(op);
@@ -336,8 +431,17 @@ pub struct Ledger {
     handle: Handle,
     shared: Arc<Shared>,
     timeout: Duration,
-    /// Dropping it ends the ledger's thread.
-    _stop: oneshot::Sender<()>,
+    /// Stops the background task and writes out the queue ([`Ledger::shutdown`]); dropped
+    /// unused, the ledger's thread spools the queue at once and ends.
+    stop: Mutex<Option<oneshot::Sender<Stop>>>,
+}
+
+/// What [`Ledger::shutdown`] asks of the ledger's thread.
+struct Stop {
+    /// Until when the queue may be written to the database.
+    deadline: Instant,
+    /// Told when the queue is written or spooled.
+    done: oneshot::Sender<()>,
 }
 
 impl Ledger {
@@ -361,30 +465,46 @@ impl Ledger {
                 ),
             }
         };
+        let spool = s.spool_path();
+        let spooled = spool::load(&spool);
+        if !spooled.is_empty() {
+            tracing::info!(
+                writes = spooled.len(),
+                path = %spool.display(),
+                "ledger writes from the spool file queued"
+            );
+        }
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            capacity: s.queue_capacity,
+            capacity: s.queue_capacity.max(spooled.len()),
+            from_spool: AtomicBool::new(!spooled.is_empty()),
+            stopped: AtomicBool::new(false),
+            queue: Mutex::new(spooled.into()),
             wake: Notify::new(),
             state: AtomicU8::new(STARTING),
             metrics,
+            spool,
         });
         shared.metrics.ledger_up(false);
+        shared.metrics.ledger_pending(shared.queue().len());
         let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, stopped) = oneshot::channel::<Stop>();
         let task = background(store.clone(), shared.clone(), s.clone());
-        let on_exit = shared.clone();
+        let on_exit = (store.clone(), shared.clone(), s.clone());
         std::thread::Builder::new()
             .name("ledger".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    tokio::select! {
-                        () = task => {}
-                        _ = stopped => {}
+                    let stop = tokio::select! {
+                        () = task => None,
+                        stop = stopped => stop.ok(),
+                    };
+                    let (store, shared, s) = on_exit;
+                    let deadline = stop.as_ref().map_or_else(Instant::now, |s| s.deadline);
+                    finish(&*store, &shared, &s, deadline).await;
+                    if let Some(stop) = stop {
+                        let _ = stop.done.send(());
                     }
                 });
-                for op in on_exit.queue().drain(..) {
-                    op.log_lost("the gateway stopped before the ledger could be written");
-                }
             })?;
         Ok(Self {
             store,
@@ -392,8 +512,28 @@ impl Ledger {
             handle,
             shared,
             timeout: s.timeout,
-            _stop: stop,
+            stop: Mutex::new(Some(stop)),
         })
+    }
+
+    /// Stops retrying in the background and writes the queue to the database for at most
+    /// `within`; what is left goes to the spool file (or, failing that, to the log). Returns
+    /// when that is done; later writes are logged as lost.
+    pub async fn shutdown(&self, within: Duration) {
+        let stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(stop) = stop else { return };
+        let (done, finished) = oneshot::channel();
+        let asked = Stop {
+            deadline: Instant::now() + within,
+            done,
+        };
+        if stop.send(asked).is_ok() {
+            let _ = finished.await;
+        }
     }
 
     /// `sqlite` or `postgres`.
@@ -452,7 +592,34 @@ impl Ledger {
         self.write(op).await;
     }
 
+    /// Keeps a finished idempotent response; queued for retry like a record.
+    #[tracing::instrument(skip_all)]
+    pub async fn keep(&self, kept: Kept) {
+        self.write(Op::Keep(Box::new(kept))).await;
+    }
+
+    /// The response kept under `key`. While the database is known to be down only the
+    /// queue is looked at, so the caller does not wait for a timeout.
+    #[tracing::instrument(skip_all)]
+    pub async fn kept(&self, key: &str) -> anyhow::Result<Option<Kept>> {
+        if let Some(k) = self.shared.pending_kept(key) {
+            return Ok(Some(k));
+        }
+        if self.shared.state.load(Ordering::Relaxed) == DOWN {
+            anyhow::bail!("the ledger database is down");
+        }
+        let owned = key.to_string();
+        self.call(move |store| async move { store.kept(&owned, now_micros()).await })
+            .await
+    }
+
     async fn write(&self, op: Op) {
+        if self.shared.state.load(Ordering::Relaxed) == DOWN || self.pending() > 0 {
+            tracing::debug!("ledger database down or writes waiting; queued");
+            self.shared.metrics.ledger_write("failed");
+            self.shared.enqueue(op);
+            return;
+        }
         let attempt = op.clone();
         let result = self
             .call(move |store| async move { attempt.apply(&*store).await })
@@ -534,7 +701,8 @@ async fn background(store: Arc<dyn LedgerStore>, shared: Arc<Shared>, s: LedgerS
             tokio::select! {
                 () = shared.wake.notified() => {}
                 () = tokio::time::sleep(s.health_interval) => {
-                    let up = matches!(tokio::time::timeout(s.timeout, store.ping()).await, Ok(Ok(())));
+                    let swept = tokio::time::timeout(s.timeout, store.forget_expired(now_micros()));
+                    let up = matches!(swept.await, Ok(Ok(())));
                     shared.set_state(if up { UP } else { DOWN });
                 }
             }
@@ -542,10 +710,7 @@ async fn background(store: Arc<dyn LedgerStore>, shared: Arc<Shared>, s: LedgerS
         };
         match tokio::time::timeout(s.timeout, op.apply(&*store)).await {
             Ok(Ok(())) => {
-                let mut queue = shared.queue();
-                queue.pop_front();
-                shared.metrics.ledger_pending(queue.len());
-                drop(queue);
+                shared.written();
                 shared.metrics.ledger_write("retried");
                 shared.set_state(UP);
                 failures = 0;
@@ -564,9 +729,99 @@ async fn background(store: Arc<dyn LedgerStore>, shared: Arc<Shared>, s: LedgerS
     }
 }
 
+/// After the background task stopped: writes the queue in order until `deadline` (retrying
+/// a write the database refuses), then keeps what is left in the spool file, or logs it
+/// when even that fails.
+async fn finish(store: &dyn LedgerStore, shared: &Shared, s: &LedgerSettings, deadline: Instant) {
+    let mut failures = 0u32;
+    loop {
+        let Some(op) = shared.queue().front().cloned() else {
+            break;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left.min(s.timeout), op.apply(store)).await {
+            Ok(Ok(())) => {
+                shared.written();
+                shared.metrics.ledger_write("retried");
+            }
+            _ => {
+                failures = failures.saturating_add(1);
+                let pause = crate::upstream::backoff(s.retry_base, failures);
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
+        }
+    }
+    let left: Vec<Op> = {
+        let mut queue = shared.queue();
+        shared.stopped.store(true, Ordering::Relaxed);
+        queue.drain(..).collect()
+    };
+    shared.metrics.ledger_pending(0);
+    if left.is_empty() {
+        return;
+    }
+    match spool::save(&shared.spool, &left) {
+        Ok(()) => tracing::warn!(
+            writes = left.len(),
+            path = %shared.spool.display(),
+            "ledger writes kept in the spool file for the next start"
+        ),
+        Err(e) => {
+            let why = format!(
+                "the gateway stopped before the ledger could be written, and the spool file {} could not be written: {e}",
+                shared.spool.display()
+            );
+            for op in left {
+                op.log_lost(&why);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queued_writes_round_trip_as_json() {
+        let ops = [
+            Op::Insert(Box::new(Entry {
+                audience_id: 1001,
+                flow_id: "f-1".into(),
+                segment_id: 7,
+                account_id: 3,
+                account_name: None,
+                name: "n".into(),
+                description: "d".into(),
+                start_date: "2026-01-01".into(),
+                end_date: "2026-02-01".into(),
+                activated_at: 1,
+                sub: "s".into(),
+                client_id: Some("c".into()),
+                request_id: "r".into(),
+                idempotency_key: None,
+                audience_deleted_at: None,
+            })),
+            Op::MarkDeleted {
+                audience_id: 1001,
+                at: 2,
+            },
+            Op::Keep(Box::new(Kept {
+                key: "k".into(),
+                fingerprint: "f".into(),
+                response: "{}".into(),
+                expires_at: 3,
+            })),
+        ];
+        for op in ops {
+            let text = serde_json::to_string(&op).unwrap();
+            assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op, "{text}");
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_stay_opaque() {

@@ -10,6 +10,19 @@ pub(super) const INSERT: &str = "INSERT INTO activations (audience_id, flow_id, 
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
     ON CONFLICT (audience_id, flow_id) DO NOTHING";
 
+/// Keeps a finished idempotent response; one whose record had expired is replaced.
+pub(super) const KEEP: &str = "INSERT INTO idempotency_records (record_key, fingerprint, \
+    response, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (record_key) DO UPDATE SET \
+    fingerprint = excluded.fingerprint, response = excluded.response, \
+    expires_at = excluded.expires_at";
+
+/// A kept response still live at `$2`.
+pub(super) const KEPT: &str = "SELECT record_key, fingerprint, response, expires_at \
+    FROM idempotency_records WHERE record_key = $1 AND expires_at > $2";
+
+/// Drops the kept responses expired at `$1`.
+pub(super) const FORGET_EXPIRED: &str = "DELETE FROM idempotency_records WHERE expires_at <= $1";
+
 /// Marks an audience deleted (the first deletion counts).
 pub(super) const MARK_DELETED: &str = "INSERT INTO deleted_audiences (audience_id, deleted_at) \
     VALUES ($1, $2) ON CONFLICT (audience_id) DO NOTHING";
@@ -73,6 +86,47 @@ macro_rules! sql_store {
                 sqlx::query($crate::ledger::sql::MARK_DELETED)
                     .bind(audience_id)
                     .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn keep(&self, k: &$crate::ledger::Kept) -> anyhow::Result<()> {
+                sqlx::query($crate::ledger::sql::KEEP)
+                    .bind(&k.key)
+                    .bind(&k.fingerprint)
+                    .bind(&k.response)
+                    .bind(k.expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn kept(
+                &self,
+                key: &str,
+                now: i64,
+            ) -> anyhow::Result<Option<$crate::ledger::Kept>> {
+                use sqlx::Row as _;
+                let row = sqlx::query($crate::ledger::sql::KEPT)
+                    .bind(key)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| {
+                    Ok($crate::ledger::Kept {
+                        key: r.try_get("record_key")?,
+                        fingerprint: r.try_get("fingerprint")?,
+                        response: r.try_get("response")?,
+                        expires_at: r.try_get("expires_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn forget_expired(&self, now: i64) -> anyhow::Result<()> {
+                sqlx::query($crate::ledger::sql::FORGET_EXPIRED)
+                    .bind(now)
                     .execute(&self.pool)
                     .await?;
                 Ok(())

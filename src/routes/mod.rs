@@ -6,6 +6,8 @@ pub mod audiences;
 pub mod campaigns;
 pub mod health;
 
+use std::time::Duration;
+
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -81,9 +83,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
+        let server = req
             .app_data::<web::Data<AppState>>()
-            .map_or(64 * 1024, |s| s.settings.server.max_body_bytes);
+            .map(|s| &s.settings.server);
+        let limit = server.map_or(64 * 1024, |s| s.max_body_bytes);
+        let within = server.map_or(Duration::from_secs(10), |s| s.client_body_timeout);
         let json = is_json(req.headers());
         let declared = req
             .headers()
@@ -98,18 +102,25 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             if declared.is_some_and(|l| l > limit) {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
-            let mut buf = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| ApiError::InvalidBody {
-                    detail: "the request body could not be read".into(),
-                    field: None,
-                })?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(ApiError::PayloadTooLarge { limit });
+            // A body that stops arriving, or trickles in, is cut at `within`.
+            let read = async move {
+                let mut buf = BytesMut::new();
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk.map_err(|_| ApiError::InvalidBody {
+                        detail: "the request body could not be read".into(),
+                        field: None,
+                    })?;
+                    if buf.len() + chunk.len() > limit {
+                        return Err(ApiError::PayloadTooLarge { limit });
+                    }
+                    buf.extend_from_slice(&chunk);
                 }
-                buf.extend_from_slice(&chunk);
-            }
-            let raw = buf.freeze();
+                Ok(buf)
+            };
+            let raw = tokio::time::timeout(within, read)
+                .await
+                .map_err(|_| ApiError::BodyTimeout { limit: within })??
+                .freeze();
             let mut de = serde_json::Deserializer::from_slice(&raw);
             let value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
             de.end().map_err(|_| ApiError::InvalidBody {

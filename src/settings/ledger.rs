@@ -11,6 +11,8 @@ use super::{duration, ensure, SettingsError};
 
 /// File name of the SQLite ledger under `ledger.dir` when `ledger.url` is not set.
 pub const SQLITE_FILE: &str = "ledger.sqlite3";
+/// File name of the spool file under `ledger.dir` when `ledger.spool_file` is not set.
+pub const SPOOL_FILE: &str = "ledger-spool.jsonl";
 
 /// The activation ledger: SQLite in a file by default (one replica), PostgreSQL when
 /// `url` is a `postgres://` URL (any number of replicas).
@@ -21,8 +23,12 @@ pub struct LedgerSettings {
     /// hold a password. Unset: a SQLite file named `ledger.sqlite3` under `dir`.
     #[serde(serialize_with = "super::redacted")]
     pub url: Option<SecretString>,
-    /// Directory of the default SQLite file (created if missing).
+    /// Directory of the default SQLite file and spool file (created if missing).
     pub dir: PathBuf,
+    /// Where writes the database has not taken when the gateway stops are kept for the
+    /// next start (a local, writable path that outlives the process). Unset:
+    /// `ledger-spool.jsonl` under `dir`.
+    pub spool_file: Option<PathBuf>,
     /// Most connections the pool opens.
     pub max_connections: u32,
     /// Upper bound of every ledger call (connection included); past it the call failed.
@@ -63,6 +69,13 @@ impl LedgerSettings {
         }
     }
 
+    /// The spool file.
+    pub fn spool_path(&self) -> PathBuf {
+        self.spool_file
+            .clone()
+            .unwrap_or_else(|| self.dir.join(SPOOL_FILE))
+    }
+
     /// Checks the URL (never echoing it: it may carry a password) and the bounds.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if let Some(url) = &self.url {
@@ -92,6 +105,13 @@ impl LedgerSettings {
                 "a directory",
             )?;
         }
+        ensure(
+            self.spool_file
+                .as_ref()
+                .is_none_or(|p| !p.as_os_str().is_empty() && p.file_name().is_some()),
+            "ledger.spool_file",
+            "a file path",
+        )?;
         ensure(
             (1..=100).contains(&self.max_connections),
             "ledger.max_connections",
@@ -126,6 +146,7 @@ impl Default for LedgerSettings {
         Self {
             url: None,
             dir: PathBuf::from("."),
+            spool_file: None,
             max_connections: 5,
             timeout: Duration::from_secs(2),
             queue_capacity: 10_000,

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use auth::{AuthSettings, JwtAlgorithm};
 pub use cache::CacheSettings;
 pub use idempotency::IdempotencySettings;
-pub use ledger::{LedgerBackend, LedgerSettings, SQLITE_FILE};
+pub use ledger::{LedgerBackend, LedgerSettings, SPOOL_FILE, SQLITE_FILE};
 pub use log::{LogFormat, LogSettings};
 pub use otel::{OtelExporter, OtelSettings, Sampler};
 pub use rate_limit::RateLimitSettings;

@@ -27,6 +27,14 @@ pub struct ServerSettings {
     /// Time a client has to send its request head; zero turns the limit off.
     #[serde(rename = "client_request_timeout_ms", with = "duration::millis")]
     pub client_request_timeout: Duration,
+    /// Time a client has to send its whole request body once the handler reads it; a body
+    /// that stops arriving or trickles in is cut with 408 and the connection closed.
+    #[serde(rename = "client_body_timeout_ms", with = "duration::millis")]
+    pub client_body_timeout: Duration,
+    /// Time a client has to take a response once it is ready; past it the connection is
+    /// closed (a client that reads too slowly, or not at all).
+    #[serde(rename = "client_response_timeout_ms", with = "duration::millis")]
+    pub client_response_timeout: Duration,
     /// Upper bound for one whole request through the gateway (the caller's budget).
     #[serde(rename = "request_budget_ms", with = "duration::millis")]
     pub request_budget: Duration,
@@ -48,6 +56,16 @@ impl ServerSettings {
             timeout.is_zero() || timeout >= Duration::from_secs(1),
             "server.client_request_timeout_ms",
             "0 (off) or at least 1000",
+        )?;
+        ensure(
+            self.client_body_timeout >= Duration::from_millis(100),
+            "server.client_body_timeout_ms",
+            "at least 100",
+        )?;
+        ensure(
+            self.client_response_timeout >= Duration::from_secs(1),
+            "server.client_response_timeout_ms",
+            "at least 1000",
         )?;
         ensure(
             self.max_header_bytes >= 1024,
@@ -74,6 +92,8 @@ impl Default for ServerSettings {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             client_request_timeout: Duration::from_secs(5),
+            client_body_timeout: Duration::from_secs(10),
+            client_response_timeout: Duration::from_secs(30),
             request_budget: Duration::from_secs(15),
             cors_allowed_origins: Vec::new(),
         }

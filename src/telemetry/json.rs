@@ -48,7 +48,11 @@ where
             line.push_str("{\"timestamp\":\"");
             push_timestamp(&mut line);
             line.push_str("\",\"level\":\"");
-            line.push_str(meta.level().as_str());
+            line.push_str(if super::client_mistake(event) {
+                "WARN"
+            } else {
+                meta.level().as_str()
+            });
             line.push('"');
             let mut fields = Members::new(&mut line, false);
             event.record(&mut fields);
@@ -279,13 +283,14 @@ fn push_timestamp(out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
 
+    /// A writer the tests read back.
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(in crate::telemetry) struct Buf(pub(in crate::telemetry) Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -351,6 +356,19 @@ mod tests {
         assert_eq!(b["ok"], true);
         assert!(b["nan"].is_null());
         assert!(b.get("span").is_none());
+    }
+
+    #[test]
+    fn unparsable_request_heads_are_warnings() {
+        let out = lines(|| {
+            tracing::error!(
+                target: "actix_http::h1::dispatcher",
+                "stream error: request parse error: invalid Header provided"
+            );
+            tracing::error!(target: "actix_http::h1::dispatcher", "write zero; closing");
+        });
+        assert_eq!(out[0]["level"], "WARN");
+        assert_eq!(out[1]["level"], "ERROR");
     }
 
     #[test]

@@ -540,7 +540,8 @@ pub fn free_port() -> u16 {
 
 /// The real binary running `serve` on a free port in front of `upstream`, with `env`
 /// (GATEWAY_* settings) on top of a service account and the test secret, its stderr piped
-/// for the log lines; returns once `/healthz` answers, with the child and its base URL.
+/// for the log lines, its ledger in a directory of its own unless `env` names one; returns
+/// once `/healthz` answers, with the child and its base URL.
 pub async fn serve_binary(upstream: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
@@ -554,6 +555,7 @@ pub async fn serve_binary(upstream: &str, env: &[(&str, &str)]) -> (std::process
         .env("GATEWAY_UPSTREAM__USERNAME", "svc")
         .env("GATEWAY_UPSTREAM__PASSWORD", "pw")
         .env("GATEWAY_AUTH__HS256_SECRET", SECRET)
+        .env("GATEWAY_LEDGER__DIR", fresh_ledger_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -587,6 +589,16 @@ pub async fn serve_binary_with_simulator(
     ];
     let (child, base) = serve_binary(&sim.base_url(), &[&account[..], env].concat()).await;
     (sim, child, base)
+}
+
+/// The readiness body of the gateway binary at `base`.
+pub async fn binary_readiness(base: &str) -> Value {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readiness answers")
+        .json()
+        .await
+        .expect("readiness body")
 }
 
 /// The lines the gateway binary wrote to stderr that are JSON objects.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
@@ -72,6 +73,158 @@ async fn slow_clients_are_cut_off() {
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200, "still serving");
+}
+
+/// Sends `head` and then `body` a chunk of `chunk` bytes every `every` (writes after the
+/// server closed are ignored), and reads what the server answers until it closes the
+/// connection, for at most 10 s: the answer, or `None` if the connection stayed open.
+async fn stalled_request(
+    port: u16,
+    head: String,
+    body: &[u8],
+    chunk: usize,
+    every: Duration,
+) -> Option<String> {
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut read, mut write) = sock.into_split();
+    let body = body.to_vec();
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        for part in body.chunks(chunk) {
+            write.write_all(part).await?;
+            tokio::time::sleep(every).await;
+        }
+        // Then nothing more: the rest of the declared length never comes.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        std::io::Result::Ok(())
+    });
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut buf)).await;
+    writer.abort();
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn activation_head(length: usize, token: Option<&str>) -> String {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "POST /v1/audiences/1001/activations HTTP/1.1\r\nHost: x\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+#[actix_web::test]
+async fn a_stalled_or_trickling_body_is_cut_with_a_408_and_the_connection_closed() {
+    let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CLIENT_BODY_TIMEOUT_MS", "300")]).await;
+    let token = full_token();
+    let body = serde_json::to_vec(&activation_body()).unwrap();
+    let cases = [
+        ("one byte, then nothing", 1, Duration::from_secs(30)),
+        ("a byte every 50 ms", 1, Duration::from_millis(50)),
+    ];
+    for (case, chunk, every) in cases {
+        let head = activation_head(body.len(), Some(&token));
+        let answer = stalled_request(app.port, head, &body, chunk, every)
+            .await
+            .unwrap_or_else(|| panic!("{case}: the connection stayed open"));
+        let (head, problem) = answer.split_once("\r\n\r\n").expect("a whole answer");
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 408"), "{case}: {answer}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{case}: {answer}"
+        );
+        assert!(head.contains("connection: close"), "{case}: {answer}");
+        let problem: serde_json::Value = serde_json::from_str(problem).expect("problem+json");
+        assert_eq!(
+            problem,
+            json!({
+                "type": "urn:audience-gateway:problem:body_timeout",
+                "title": "Request body timeout",
+                "status": 408,
+                "detail": "the request body did not arrive within 300 ms",
+                "code": "body_timeout",
+                "requestId": problem["requestId"],
+            }),
+            "{case}"
+        );
+    }
+    // Refused before the body is read: answered, and the connection closed all the same.
+    let answer = stalled_request(
+        app.port,
+        activation_head(body.len(), None),
+        &body[..1],
+        1,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the connection of a refused request with a stalled body is closed");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(app.sim().call_count("activateAudience"), 0);
+    assert_eq!(app.get("/healthz").await.status(), 200, "still serving");
+}
+
+#[actix_web::test]
+async fn unparsable_requests_log_warnings_never_errors() {
+    let (child, base) = serve_binary("http://127.0.0.1:1", &[]).await;
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let heads = [
+        "GARBAGE\r\n\r\n".to_string(),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n".to_string(),
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+    ];
+    for head in heads {
+        let answer = stalled_request(port, head, b"", 1, Duration::ZERO)
+            .await
+            .expect("answered and closed");
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 431"),
+            "{answer}"
+        );
+    }
+    let lines = json_lines(&stop_binary(child));
+    assert!(!lines.iter().any(|l| l["level"] == "ERROR"), "{lines:?}");
+    let warned = lines
+        .iter()
+        .filter(|l| l["level"] == "WARN" && l["target"] == "actix_http::h1::dispatcher")
+        .count();
+    assert_eq!(warned, 3, "{lines:?}");
+}
+
+#[actix_web::test]
+async fn a_client_that_does_not_read_its_response_is_cut_off() {
+    let app = spawn_with_sandbox(&[("GATEWAY_SERVER__CLIENT_RESPONSE_TIMEOUT_MS", "1000")]).await;
+    let whole = app
+        .get("/docs/swagger-ui-bundle.js")
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .unwrap();
+    sock.write_all(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading, for well past the bound.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut got))
+        .await
+        .expect("the connection is closed, not left open");
+    assert!(
+        read.is_err() || got.len() < whole,
+        "the whole response ({whole} bytes) was still delivered: {read:?}, {} bytes",
+        got.len()
     );
     assert_eq!(app.get("/healthz").await.status(), 200, "still serving");
 }

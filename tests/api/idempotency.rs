@@ -336,3 +336,125 @@ async fn a_new_record_is_kept_when_the_store_is_full_of_replayed_ones() {
     assert_eq!(store.begin("unrelated", "g").await, Begin::Proceed);
     assert_eq!(store.begin("new", "f").await, Begin::Replay(stored(99)));
 }
+
+/// Waits until the gateway at `base` reports its ledger and Redis up.
+async fn wait_until_up(base: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let body = binary_readiness(base).await;
+        if body["ledger"]["state"] == "up" && body["redis"] == "up" {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An activation of audience 1001 with `key` at the gateway at `base`: status, replayed
+/// header and the flow id.
+async fn activate_keyed(client: &reqwest::Client, base: &str, key: &str) -> (u16, String, String) {
+    let resp = client
+        .post(format!("{base}{ACTIVATIONS}"))
+        .bearer_auth(full_token())
+        .header("idempotency-key", key)
+        .json(&activation_body())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let replayed = header(&resp, "idempotent-replayed");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let flow = body["flowId"].as_str().unwrap_or_default().to_string();
+    (status, replayed, flow)
+}
+
+#[actix_web::test]
+async fn a_retry_replays_after_the_gateway_and_redis_restart() {
+    let mut redis = redis_server::RedisDeployment::start(redis_server::Topology::Server);
+    let ledger_dir = fresh_ledger_dir();
+    let url = redis.url().to_string();
+    let env = [
+        ("GATEWAY_REDIS__URL", url.as_str()),
+        ("GATEWAY_REDIS__HEALTH_INTERVAL_MS", "100"),
+        ("GATEWAY_LEDGER__DIR", ledger_dir.as_str()),
+        ("GATEWAY_RATE_LIMIT__ENABLED", "false"),
+    ];
+    let (sim, mut first_gateway, base) = serve_binary_with_simulator(&env).await;
+    let client = reqwest::Client::new();
+    wait_until_up(&base).await;
+    let (status, replayed, flow) = activate_keyed(&client, &base, "restart-1").await;
+    assert_eq!((status, replayed.as_str()), (201, ""));
+
+    // Both processes die at once; Redis comes back empty (no persistence).
+    first_gateway.kill().unwrap();
+    first_gateway.wait().unwrap();
+    redis.restart();
+    let config = audience_sandbox::SimulatorConfig::default();
+    let account = [
+        ("GATEWAY_UPSTREAM__USERNAME", config.username.as_str()),
+        ("GATEWAY_UPSTREAM__PASSWORD", config.password.as_str()),
+    ];
+    let (second_gateway, base) =
+        serve_binary(&sim.base_url(), &[&account[..], &env].concat()).await;
+    wait_until_up(&base).await;
+
+    for _ in 0..2 {
+        let again = activate_keyed(&client, &base, "restart-1").await;
+        assert_eq!(again, (201, "?1".to_string(), flow.clone()));
+    }
+    assert_eq!(sim.call_count("activateAudience"), 1, "one vendor write");
+    // The same key with another body is still refused.
+    let mut other = activation_body();
+    other["name"] = json!("another segment");
+    let resp = client
+        .post(format!("{base}{ACTIVATIONS}"))
+        .bearer_auth(full_token())
+        .header("idempotency-key", "restart-1")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    stop_binary(second_gateway);
+}
+
+#[actix_web::test]
+async fn a_retry_on_another_replica_replays_after_redis_restarts_empty() {
+    let mut redis = redis_server::RedisDeployment::start(redis_server::Topology::Server);
+    let db = ledger_db::LedgerDb::postgres();
+    let sim = redis_server::simulator().await;
+    let settings = || {
+        let mut s = db.settings(&sim);
+        s.redis = redis_server::settings(&sim, &redis, &[]).redis;
+        s
+    };
+    let a = spawn_settings(settings(), Some(sim.clone())).await;
+    let b = spawn_settings(settings(), Some(sim.clone())).await;
+    for app in [&a, &b] {
+        ledger_db::wait_for_ledger(app, "up").await;
+        redis_server::wait_for(app, "up").await;
+    }
+    let bearer = full_token();
+    let body = activation_body();
+    let first = post_keyed(&a, &bearer, ACTIVATIONS, "replica-1", &body).await;
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+
+    redis.restart();
+    for app in [&a, &b] {
+        redis_server::wait_for(app, "up").await;
+    }
+    for app in [&b, &a] {
+        let again = post_keyed(app, &bearer, ACTIVATIONS, "replica-1", &body).await;
+        assert_eq!(
+            (
+                again.status().as_u16(),
+                header(&again, "idempotent-replayed")
+            ),
+            (201, "?1".to_string())
+        );
+        let again: serde_json::Value = again.json().await.unwrap();
+        assert_eq!(again["flowId"], first["flowId"]);
+    }
+    assert_eq!(sim.call_count("activateAudience"), 1, "one vendor write");
+}

@@ -103,7 +103,8 @@ async fn an_activation_is_recorded_once_and_read_back(db: LedgerDb) {
         history(&app, 1001, "").await,
         json!({ "items": [record.clone()] })
     );
-    assert_eq!(ledger_writes(&app, "written").await, 1);
+    // The activation's row and its kept idempotent response.
+    assert_eq!(ledger_writes(&app, "written").await, 2);
     assert_eq!(sim.call_count("activateAudience"), 1);
 
     // A service token's client id is recorded beside its subject.
@@ -336,4 +337,252 @@ async fn history_reads_during_a_postgres_outage_are_503_and_leak_nothing() {
         "{metrics}"
     );
     assert!(!metrics.contains(LEDGER_PASSWORD));
+}
+
+/// The real gateway binary in front of `sim` with its ledger on PostgreSQL at `url` and
+/// its spool file under `dir`, stopping within `grace_secs`, with `extra` settings; returns
+/// once its ledger is up.
+async fn binary_on_postgres(
+    sim: &audience_sandbox::SimulatorHandle,
+    url: &str,
+    dir: &str,
+    grace_secs: &str,
+    extra: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let config = audience_sandbox::SimulatorConfig::default();
+    let env = [
+        ("GATEWAY_UPSTREAM__USERNAME", config.username.as_str()),
+        ("GATEWAY_UPSTREAM__PASSWORD", config.password.as_str()),
+        ("GATEWAY_LEDGER__URL", url),
+        ("GATEWAY_LEDGER__DIR", dir),
+        ("GATEWAY_LEDGER__TIMEOUT_MS", "500"),
+        ("GATEWAY_LEDGER__RETRY_BASE_MS", "20"),
+        ("GATEWAY_LEDGER__HEALTH_INTERVAL_MS", "50"),
+        ("GATEWAY_RATE_LIMIT__ENABLED", "false"),
+        ("GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", grace_secs),
+    ];
+    let (child, base) = serve_binary(&sim.base_url(), &[&env[..], extra].concat()).await;
+    wait_for_binary_ledger(&base, "up").await;
+    (child, base)
+}
+
+/// The `ledger` object of the binary's readiness body.
+async fn binary_ledger(base: &str) -> Value {
+    binary_readiness(base).await["ledger"].clone()
+}
+
+async fn wait_for_binary_ledger(base: &str, state: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let ledger = binary_ledger(base).await;
+        if ledger["state"] == state {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{ledger}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `n` keyed activations of audience 1001 at `base`, each answered 201: their flow ids.
+async fn activate_binary(base: &str, keys: &str, n: usize) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut flows = Vec::new();
+    for i in 0..n {
+        let resp = client
+            .post(format!("{base}{ACTIVATIONS}"))
+            .bearer_auth(full_token())
+            .header("idempotency-key", format!("{keys}-{i}"))
+            .json(&activation_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let done: Value = resp.json().await.unwrap();
+        flows.push(done["flowId"].as_str().unwrap().to_string());
+    }
+    flows
+}
+
+/// Sends SIGTERM and waits for the exit: whether it succeeded, and the JSON log lines.
+fn terminate(child: std::process::Child) -> (bool, Vec<Value>) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), json_lines(&out.stderr))
+}
+
+/// The flow ids in the `activations` table of the PostgreSQL database at `url`.
+async fn rows(url: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut flows: Vec<String> = sqlx::query_scalar("SELECT flow_id FROM activations")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    flows.sort();
+    flows
+}
+
+/// A binary gateway on PostgreSQL (stopping within `grace_secs`) that accepted `n`
+/// activations keyed `keys-<i>` while PostgreSQL was stopped.
+struct DownWithQueue {
+    server: crate::helpers::postgres_server::PostgresServer,
+    url: String,
+    dir: String,
+    sim: audience_sandbox::SimulatorHandle,
+    gateway: std::process::Child,
+    base: String,
+    accepted: Vec<String>,
+}
+
+async fn down_with_queue(
+    grace_secs: &str,
+    extra: &[(&str, &str)],
+    keys: &str,
+    n: usize,
+) -> DownWithQueue {
+    let mut server = crate::helpers::postgres_server::PostgresServer::start();
+    let url = server.database("ledger");
+    let dir = fresh_ledger_dir();
+    let sim = simulator().await;
+    let (gateway, base) = binary_on_postgres(&sim, &url, &dir, grace_secs, extra).await;
+    server.stop();
+    wait_for_binary_ledger(&base, "down").await;
+    let accepted = activate_binary(&base, keys, n).await;
+    DownWithQueue {
+        server,
+        url,
+        dir,
+        sim,
+        gateway,
+        base,
+        accepted,
+    }
+}
+
+#[actix_web::test]
+async fn sigterm_with_postgres_down_spools_the_queue_and_the_next_start_writes_it() {
+    let DownWithQueue {
+        mut server,
+        url,
+        dir,
+        sim,
+        gateway,
+        base,
+        mut accepted,
+    } = down_with_queue("1", &[], "spooled", 4).await;
+    // Each activation's row and its kept idempotent response.
+    assert_eq!(binary_ledger(&base).await["pendingWrites"], 8);
+    let (exited_ok, log) = terminate(gateway);
+    assert!(exited_ok, "{log:?}");
+    let spool = std::path::Path::new(&dir).join(audience_gateway::settings::SPOOL_FILE);
+    assert!(
+        log.iter().any(|l| l["message"]
+            == "ledger writes kept in the spool file for the next start"
+            && l["writes"] == 8),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l["message"] == "activation not recorded in the ledger"),
+        "{log:?}"
+    );
+    let spooled = std::fs::read_to_string(&spool).unwrap();
+    for flow in &accepted {
+        assert!(spooled.contains(flow.as_str()), "{spooled}");
+    }
+
+    server.restart();
+    let (gateway, base) = binary_on_postgres(&sim, &url, &dir, "1", &[]).await;
+    let started = std::time::Instant::now();
+    while binary_ledger(&base).await["pendingWrites"] != 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    accepted.sort();
+    assert_eq!(rows(&url).await, accepted);
+    assert!(!spool.exists(), "the spool file is removed once written");
+    // The spooled responses are kept too: a retry replays.
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{ACTIVATIONS}"))
+        .bearer_auth(full_token())
+        .header("idempotency-key", "spooled-0")
+        .json(&activation_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&resp, "idempotent-replayed"), "?1");
+    assert_eq!(sim.call_count("activateAudience"), 4);
+    let (exited_ok, log) = terminate(gateway);
+    assert!(exited_ok, "{log:?}");
+}
+
+#[actix_web::test]
+async fn sigterm_writes_the_queue_when_postgres_returns_within_the_grace_period() {
+    let DownWithQueue {
+        mut server,
+        url,
+        dir,
+        gateway,
+        mut accepted,
+        ..
+    } = down_with_queue("30", &[], "flushed", 3).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    server.restart();
+    let out = gateway.wait_with_output().unwrap();
+    let log = json_lines(&out.stderr);
+    assert!(out.status.success(), "{log:?}");
+    accepted.sort();
+    assert_eq!(rows(&url).await, accepted);
+    let spool = std::path::Path::new(&dir).join(audience_gateway::settings::SPOOL_FILE);
+    assert!(!spool.exists());
+    assert!(!log.iter().any(|l| l["level"] == "ERROR"), "{log:?}");
+}
+
+#[actix_web::test]
+async fn sigterm_without_a_writable_spool_file_logs_every_field_at_error() {
+    // A path under a file: its directory cannot be created.
+    let DownWithQueue {
+        gateway, accepted, ..
+    } = down_with_queue(
+        "1",
+        &[("GATEWAY_LEDGER__SPOOL_FILE", "/dev/null/ledger-spool.jsonl")],
+        "logged",
+        2,
+    )
+    .await;
+    let (exited_ok, log) = terminate(gateway);
+    assert!(exited_ok, "{log:?}");
+    let lost: Vec<&Value> = log
+        .iter()
+        .filter(|l| l["message"] == "activation not recorded in the ledger")
+        .collect();
+    assert_eq!(lost.len(), 2, "{log:?}");
+    let body = activation_body();
+    // In the order they were accepted.
+    for (i, (line, flow)) in lost.iter().zip(&accepted).enumerate() {
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["flow_id"], flow.as_str());
+        assert_eq!(line["audience_id"], 1001);
+        assert_eq!(line["account_id"], body["accountId"]);
+        assert_eq!(line["name"], body["name"]);
+        assert_eq!(line["description"], body["description"]);
+        assert_eq!(line["start_date"], body["startDate"]);
+        assert_eq!(line["end_date"], body["endDate"]);
+        assert_eq!(line["idempotency_key"], format!("logged-{i}"));
+        assert!(
+            line["why"].as_str().unwrap().contains("spool file"),
+            "{line}"
+        );
+    }
 }

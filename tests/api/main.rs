@@ -12,6 +12,7 @@ mod cache_layer;
 mod campaigns;
 mod config_check;
 mod cors;
+mod fault_suite;
 mod faults;
 mod forwarding;
 mod helpers;
