@@ -1,6 +1,7 @@
 //! The one get-or-fetch of the cache, for audiences and platform accounts alike: fresh
 //! values are served as they are; concurrent misses for one key make one upstream call
-//! (moka's per-key compute lock); a fetch that raced with an invalidation never stores what
+//! (moka's per-key compute lock), and so do concurrent forced refreshes (a refresh that
+//! waited for the lock takes a value fetched after it was asked); a fetch that raced with an invalidation never stores what
 //! it read; an expired value stays usable for the stale window when the upstream fails
 //! (stale-if-error).
 
@@ -91,6 +92,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, UpstreamError>>,
     {
+        let asked = Instant::now();
         let existing = self.entries.get(&key).await;
         if !refresh {
             if let Some(hit) = existing.as_ref().and_then(|e| self.hit(e)) {
@@ -103,9 +105,17 @@ where
             .entries
             .entry(key)
             .and_try_compute_with(move |current| async move {
-                // Someone else refreshed it while we waited for the key lock.
-                if current.is_some_and(|e| !refresh && self.fresh_for(e.value().fetched).is_some())
-                {
+                // Someone else fetched it while we waited for the key lock: a fresh entry
+                // answers a read; one fetched since this refresh was asked answers a refresh
+                // (concurrent refreshes share one upstream call).
+                if current.is_some_and(|e| {
+                    let fetched = e.value().fetched;
+                    if refresh {
+                        fetched >= asked
+                    } else {
+                        self.fresh_for(fetched).is_some()
+                    }
+                }) {
                     return Ok(Op::Nop);
                 }
                 let epoch = self.epoch.load(Ordering::Acquire);
@@ -138,7 +148,12 @@ where
                     let stamped = e.into_value();
                     self.metrics.cache("hit");
                     let ttl = self.fresh_for(stamped.fetched).unwrap_or(0);
-                    Ok((stamped.value, Outcome::Hit { ttl }))
+                    let outcome = if refresh {
+                        Outcome::Refreshed { ttl }
+                    } else {
+                        Outcome::Hit { ttl }
+                    };
+                    Ok((stamped.value, outcome))
                 }
                 None => Err(UpstreamError::Failure(
                     "cache fill produced no entry".into(),

@@ -34,8 +34,10 @@ export interface paths {
         /**
          * List platform accounts
          * @description The ad platform accounts audiences can be activated on. Platform access tokens are never
-         *     included. Cached by the gateway; when the upstream fails, a recently expired copy is
-         *     served and marked stale in `Cache-Status`.
+         *     included. Cached by the gateway with the rules of the audience reads (see "Get an
+         *     audience"): revalidate with `If-None-Match` for a `304`, send
+         *     `Cache-Control: upstream-refresh` to force a read from the Digital Audience API; when the
+         *     upstream fails, a recently expired copy is served and marked stale in `Cache-Status`.
          */
         get: operations["listPlatformAccounts"];
         put?: never;
@@ -57,9 +59,10 @@ export interface paths {
         put?: never;
         /**
          * Create an audience
-         * @description Creates a CRM audience in a campaign. Send an `Idempotency-Key` to make retries safe: a
-         *     repeated request with the same key and body returns the original response (marked with
-         *     `Idempotent-Replayed: ?1`) without creating a second audience.
+         * @description Creates a CRM audience in a campaign and answers it with its `ETag`, so a conditional
+         *     update or delete can follow without a read. Send an `Idempotency-Key` to make retries
+         *     safe: a repeated request with the same key and body returns the original response
+         *     (marked with `Idempotent-Replayed: ?1`) without creating a second audience.
          */
         post: operations["createAudience"];
         delete?: never;
@@ -77,10 +80,15 @@ export interface paths {
         };
         /**
          * Get an audience
-         * @description Served from the gateway's cache while fresh. Send `Cache-Control: no-cache` to force a
-         *     read from the Digital Audience API, and `If-None-Match` with a previous `ETag` to get
-         *     `304 Not Modified` when nothing changed. When the upstream fails, a recently expired copy
-         *     is served and marked stale in `Cache-Status`.
+         * @description Served from the gateway's cache while fresh; every write through the gateway drops the
+         *     cached copy. Answers carry `Cache-Control: private, no-cache` and `Vary: Authorization`,
+         *     so a browser revalidates each reuse with `If-None-Match`, answered `304 Not Modified`
+         *     from the gateway's cache after the token is checked. `Cache-Control: no-cache` or
+         *     `max-age=0` (and `Pragma: no-cache`) are such revalidations and served from the gateway's
+         *     cache too; send `Cache-Control: upstream-refresh` to force a read from the Digital
+         *     Audience API (concurrent ones share one call). When the upstream fails, a recently
+         *     expired copy is served and marked stale in `Cache-Status`. Errors carry
+         *     `Cache-Control: no-store`.
          */
         get: operations["getAudience"];
         put?: never;
@@ -96,7 +104,8 @@ export interface paths {
         /**
          * Update an audience
          * @description Changes name and/or description. An absent name keeps the current one. Send `If-Match`
-         *     with the `ETag` you read to fail with 412 if the audience changed meanwhile.
+         *     with the `ETag` you read (or that the create or the last update answered) to fail with
+         *     412 if the audience changed meanwhile; the answer carries the new `ETag`.
          */
         patch: operations["updateAudience"];
         trace?: never;
@@ -1151,7 +1160,19 @@ export interface operations {
     listPlatformAccounts: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
+                 * @example "9f86d081884c7d659a2feaa0c55ad015"
+                 */
+                "If-None-Match"?: string;
+                /**
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
+                 */
+                "Cache-Control"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1160,10 +1181,14 @@ export interface operations {
             /** @description The platform accounts */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1193,6 +1218,23 @@ export interface operations {
                      */
                     "application/json": components["schemas"]["PlatformAccountList"];
                 };
+            };
+            /** @description Not modified: the `If-None-Match` ETag is current */
+            304: {
+                headers: {
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
+                    "Cache-Control"?: string;
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    "Cache-Status"?: string;
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
+                    /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
@@ -1232,6 +1274,8 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    /** @description Strong entity tag of the created audience, as `GET` answers it: send it in `If-Match` to update or delete it */
+                    ETag?: string;
                     /** @description `?1` when this is a replay of an earlier response */
                     "Idempotent-Replayed"?: string;
                     /** @description URL of the new audience */
@@ -1291,13 +1335,14 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag from a previous response
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
                  * @example "9f86d081884c7d659a2feaa0c55ad015"
                  */
                 "If-None-Match"?: string;
                 /**
-                 * @description `no-cache` (or `max-age=0`) bypasses the gateway cache
-                 * @example no-cache
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
                  */
                 "Cache-Control"?: string;
             };
@@ -1315,12 +1360,14 @@ export interface operations {
             /** @description The audience */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1361,12 +1408,14 @@ export interface operations {
             /** @description Not modified: the `If-None-Match` ETag is current */
             304: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1743,13 +1792,14 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag from a previous response
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
                  * @example "9f86d081884c7d659a2feaa0c55ad015"
                  */
                 "If-None-Match"?: string;
                 /**
-                 * @description `no-cache` (or `max-age=0`) bypasses the gateway cache
-                 * @example no-cache
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
                  */
                 "Cache-Control"?: string;
             };
@@ -1767,12 +1817,14 @@ export interface operations {
             /** @description Insights of the audience */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1804,12 +1856,14 @@ export interface operations {
             /** @description Not modified: the `If-None-Match` ETag is current */
             304: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1832,13 +1886,14 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag from a previous response
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
                  * @example "9f86d081884c7d659a2feaa0c55ad015"
                  */
                 "If-None-Match"?: string;
                 /**
-                 * @description `no-cache` (or `max-age=0`) bypasses the gateway cache
-                 * @example no-cache
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
                  */
                 "Cache-Control"?: string;
             };
@@ -1856,12 +1911,14 @@ export interface operations {
             /** @description Upload events, newest first */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1888,12 +1945,14 @@ export interface operations {
             /** @description Not modified: the `If-None-Match` ETag is current */
             304: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;

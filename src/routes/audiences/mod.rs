@@ -53,23 +53,6 @@ impl AudienceId {
     }
 }
 
-/// The request headers of a cached read (the cache layer and `cache::layer::respond` read
-/// them).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct ReadHeaders {
-    /// ETag from a previous response
-    #[param(
-        rename = "If-None-Match",
-        nullable = false,
-        example = "\"9f86d081884c7d659a2feaa0c55ad015\""
-    )]
-    pub if_none_match: Option<String>,
-    /// `no-cache` (or `max-age=0`) bypasses the gateway cache
-    #[param(rename = "Cache-Control", nullable = false, example = "no-cache")]
-    pub cache_control: Option<String>,
-}
-
 /// The `If-Match` request header of an update or delete (read in `write`).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
