@@ -35,7 +35,8 @@ use crate::{audit, cache, routes, telemetry};
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Authenticator,
-    pub upstream: UpstreamClient,
+    /// Shared with the cache's background refreshes.
+    pub upstream: Arc<UpstreamClient>,
     pub cache: AudienceCache,
     pub limiter: Arc<dyn ActivationLimiter>,
     pub idempotency: Arc<dyn IdempotencyStore>,
@@ -70,7 +71,11 @@ impl AppState {
         };
         Ok(Self {
             auth: Authenticator::new(&settings.auth, metrics.clone())?,
-            upstream: UpstreamClient::new(&settings.upstream, budget, metrics.clone())?,
+            upstream: Arc::new(UpstreamClient::new(
+                &settings.upstream,
+                budget,
+                metrics.clone(),
+            )?),
             cache: AudienceCache::new(&settings.cache, metrics.clone()),
             limiter,
             idempotency,

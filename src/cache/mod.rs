@@ -21,7 +21,7 @@ use serde::de::IgnoredAny;
 
 use entry::part_or_problem;
 pub use entry::{strong_etag, CachedAudience, Representation};
-use store::{Stamped, Store};
+use store::{Stamped, Store, Windows};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -51,6 +51,9 @@ pub enum Outcome {
     Refreshed { ttl: u64 },
     /// Expired entry served because the upstream failed; seconds past expiry.
     Stale { age_past_ttl: u64 },
+    /// Expired entry served at once while a background refresh replaces it
+    /// (stale-while-revalidate); seconds past expiry.
+    Revalidating { age_past_ttl: u64 },
     /// The cache is disabled.
     Bypass,
 }
@@ -66,6 +69,9 @@ impl Outcome {
             }
             Outcome::Stale { age_past_ttl } => {
                 format!("audience-gateway; fwd=stale; ttl=-{age_past_ttl}; detail=stale-if-error")
+            }
+            Outcome::Revalidating { age_past_ttl } => {
+                format!("audience-gateway; hit; ttl=-{age_past_ttl}; detail=stale-while-revalidate")
             }
             Outcome::Bypass => "audience-gateway; fwd=bypass".into(),
         }
@@ -101,9 +107,9 @@ struct Key {
 /// The audience and platform-account cache.
 pub struct AudienceCache {
     enabled: bool,
-    audiences: Store<Key, Arc<CachedAudience>>,
+    audiences: Arc<Store<Key, Arc<CachedAudience>>>,
     /// Platform accounts per upstream identity, serialized and tagged.
-    accounts: Store<Arc<str>, Arc<Representation>>,
+    accounts: Arc<Store<Arc<str>, Arc<Representation>>>,
     /// `Cache-Status` of a hit, by seconds of freshness left (up to [`HIT_HEADER_TABLE`]),
     /// built once: a hit copies a value instead of formatting.
     hit_headers: Vec<HeaderValue>,
@@ -115,23 +121,25 @@ impl AudienceCache {
     /// A cache sized in bytes.
     pub fn new(s: &CacheSettings, metrics: Arc<Metrics>) -> Self {
         let ttl = s.ttl;
-        let stale = s.stale;
+        let windows = Windows {
+            ttl,
+            stale: s.stale,
+            revalidate: s.revalidate,
+        };
         Self {
             enabled: s.enabled && !ttl.is_zero(),
-            audiences: Store::new(
+            audiences: Arc::new(Store::new(
                 moka::future::Cache::builder()
                     .max_capacity(s.max_bytes)
                     .weigher(|_k: &Key, v: &Stamped<Arc<CachedAudience>>| v.value.weight()),
-                ttl,
-                stale,
+                windows,
                 metrics.clone(),
-            ),
-            accounts: Store::new(
+            )),
+            accounts: Arc::new(Store::new(
                 moka::future::Cache::builder().max_capacity(64),
-                ttl,
-                stale,
+                windows,
                 metrics,
-            ),
+            )),
             hit_headers: (0..=ttl.as_secs().min(HIT_HEADER_TABLE))
                 .map(|ttl| Outcome::Hit { ttl }.header_value())
                 .collect(),
@@ -177,23 +185,26 @@ impl AudienceCache {
     /// Reads an audience through the cache. `refresh` forces an upstream call.
     pub async fn get(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<UpstreamClient>,
         ctx: &CallContext,
         id: i64,
         refresh: bool,
     ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
-        let fetch = || async {
-            let dto = upstream.load_audience(ctx, id).await?;
+        let fetch = move |upstream: Arc<UpstreamClient>, ctx: CallContext| async move {
+            let dto = upstream.load_audience(&ctx, id).await?;
             Ok(Arc::new(CachedAudience::from_dto(dto)?))
         };
         if !self.enabled {
-            return Ok((fetch().await?, Outcome::Bypass));
+            return Ok((fetch(upstream.clone(), ctx.clone()).await?, Outcome::Bypass));
         }
         let key = Key {
             identity: upstream.identity(),
             id,
         };
-        self.audiences.get_or_fetch(key, refresh, fetch).await
+        let (upstream, ctx) = (upstream.clone(), ctx.clone());
+        self.audiences
+            .get_or_fetch(key, refresh, move || fetch(upstream, ctx))
+            .await
     }
 
     /// One representation of an audience, through the cache. With the cache disabled only
@@ -201,7 +212,7 @@ impl AudienceCache {
     /// a read of the audience itself skips the upload history while decoding.
     pub async fn read(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<UpstreamClient>,
         ctx: &CallContext,
         id: i64,
         refresh: bool,
@@ -230,20 +241,21 @@ impl AudienceCache {
     /// forces an upstream call.
     pub async fn platform_accounts(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<UpstreamClient>,
         ctx: &CallContext,
         refresh: bool,
     ) -> Result<(Arc<Representation>, Outcome), UpstreamError> {
-        let fetch = || async {
+        let fetch = |upstream: Arc<UpstreamClient>, ctx: CallContext| async move {
             Representation::of(&crate::domain::PlatformAccountList {
-                items: upstream.platform_accounts(ctx).await?,
+                items: upstream.platform_accounts(&ctx).await?,
             })
         };
         if !self.enabled {
-            return Ok((fetch().await?, Outcome::Bypass));
+            return Ok((fetch(upstream.clone(), ctx.clone()).await?, Outcome::Bypass));
         }
+        let (key, upstream, ctx) = (upstream.identity(), upstream.clone(), ctx.clone());
         self.accounts
-            .get_or_fetch(upstream.identity(), refresh, fetch)
+            .get_or_fetch(key, refresh, move || fetch(upstream, ctx))
             .await
     }
 

@@ -3,15 +3,19 @@
 //! (moka's per-key compute lock), and so do concurrent forced refreshes (a refresh that
 //! waited for the lock takes a value fetched after it was asked); a fetch that raced with an invalidation never stores what
 //! it read; an expired value stays usable for the stale window when the upstream fails
-//! (stale-if-error).
+//! (stale-if-error). Within the revalidate window after expiry, a value is answered at once
+//! while one background refresh per key replaces it (stale-while-revalidate,
+//! [`Store::revalidating`] and [`Store::revalidate_in_background`]).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
+use tracing::Instrument;
 
 use super::Outcome;
 use crate::metrics::Metrics;
@@ -24,11 +28,25 @@ pub(super) struct Stamped<V> {
     fetched: Instant,
 }
 
+/// Freshness and the windows after it, for [`Store::new`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Windows {
+    /// How long a value is fresh.
+    pub ttl: Duration,
+    /// How long after expiry it stands in for a failing upstream.
+    pub stale: Duration,
+    /// How long after expiry it is answered while a background refresh runs (0: never).
+    pub revalidate: Duration,
+}
+
 /// Keyed values with freshness and stale windows.
 pub(super) struct Store<K, V> {
     entries: moka::future::Cache<K, Stamped<V>>,
     ttl: Duration,
     stale: Duration,
+    revalidate: Duration,
+    /// Keys whose background refresh is under way.
+    refreshing: Mutex<HashSet<K>>,
     /// Bumped by every invalidation; a fetch that saw another value does not store.
     epoch: AtomicU64,
     metrics: Arc<Metrics>,
@@ -36,23 +54,29 @@ pub(super) struct Store<K, V> {
 
 impl<K, V> Store<K, V>
 where
-    K: Hash + Eq + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// A store over `builder` (which sets the capacity and weigher); values live for
-    /// `ttl + stale`, fresh for `ttl`.
+    /// A store over `builder` (which sets the capacity and weigher); values are fresh for
+    /// `ttl` and live as long as either window after it.
     pub fn new(
         builder: moka::future::CacheBuilder<K, Stamped<V>, moka::future::Cache<K, Stamped<V>>>,
-        ttl: Duration,
-        stale: Duration,
+        windows: Windows,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let Windows {
+            ttl,
+            stale,
+            revalidate,
+        } = windows;
         Self {
             entries: builder
-                .time_to_live((ttl + stale).max(Duration::from_secs(1)))
+                .time_to_live((ttl + stale.max(revalidate)).max(Duration::from_secs(1)))
                 .build(),
             ttl,
             stale,
+            revalidate,
+            refreshing: Mutex::new(HashSet::new()),
             epoch: AtomicU64::new(0),
             metrics,
         }
@@ -79,10 +103,82 @@ where
         self.hit(&self.entries.get(key).await?)
     }
 
+    /// The value for `key` if it expired less than the revalidate window ago: answered at
+    /// once (counted as `revalidate`) while [`Store::revalidate_in_background`] replaces it.
+    async fn revalidating(&self, key: &K) -> Option<(V, Outcome)> {
+        if self.revalidate.is_zero() {
+            return None;
+        }
+        let stamped = self.entries.get(key).await?;
+        let age = stamped.fetched.elapsed();
+        if age < self.ttl || age >= self.ttl + self.revalidate {
+            return None;
+        }
+        self.metrics.cache("revalidate");
+        let past = age.saturating_sub(self.ttl).as_secs();
+        Some((stamped.value, Outcome::Revalidating { age_past_ttl: past }))
+    }
+
+    /// Starts the one background refresh of `key` unless one is under way: `fetch` through
+    /// [`Store::get_or_fetch`] as a forced refresh (so it shares a caller's forced refresh
+    /// and never stores what raced with an invalidation), in a span of its own under the
+    /// current one. A failure leaves the expired value for stale-if-error.
+    fn revalidate_in_background<F, Fut>(self: &Arc<Self>, key: K, fetch: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, UpstreamError>> + Send + 'static,
+    {
+        let first = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone());
+        if !first {
+            return;
+        }
+        let store = Arc::clone(self);
+        let span = tracing::info_span!("cache.revalidate");
+        tokio::spawn(
+            async move {
+                if let Err(e) = store.fetch_through(key.clone(), true, fetch).await {
+                    tracing::warn!(error = %e, "background revalidation failed");
+                }
+                store
+                    .refreshing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// The value for `key`: fresh from the store unless `refresh`; else, within the
+    /// revalidate window, the expired value at once while `fetch` runs in the background;
+    /// else [`Store::fetch_through`].
+    pub async fn get_or_fetch<F, Fut>(
+        self: &Arc<Self>,
+        key: K,
+        refresh: bool,
+        fetch: F,
+    ) -> Result<(V, Outcome), UpstreamError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, UpstreamError>> + Send + 'static,
+    {
+        if !refresh {
+            if let Some(stale) = self.revalidating(&key).await {
+                self.revalidate_in_background(key, fetch);
+                return Ok(stale);
+            }
+        }
+        self.fetch_through(key, refresh, fetch).await
+    }
+
     /// The value for `key`: fresh from the store unless `refresh`, else fetched by `fetch`
     /// (once for all concurrent callers) and stored, else, when the upstream fails
     /// transiently, the expired copy while within the stale window.
-    pub async fn get_or_fetch<F, Fut>(
+    async fn fetch_through<F, Fut>(
         &self,
         key: K,
         refresh: bool,

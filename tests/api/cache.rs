@@ -224,8 +224,10 @@ fn upstream_settings(base: &str, user: &str) -> Settings {
     .expect("settings")
 }
 
-fn client(s: &Settings, metrics: &Arc<Metrics>) -> UpstreamClient {
-    UpstreamClient::new(&s.upstream, Duration::from_secs(5), metrics.clone()).expect("client")
+fn client(s: &Settings, metrics: &Arc<Metrics>) -> Arc<UpstreamClient> {
+    Arc::new(
+        UpstreamClient::new(&s.upstream, Duration::from_secs(5), metrics.clone()).expect("client"),
+    )
 }
 
 #[actix_web::test]
@@ -342,8 +344,9 @@ async fn etag_conditional_get_cache_control_and_cache_status() {
     assert_eq!(app.sim().call_count("loadAudience"), 1);
 }
 
-#[actix_web::test]
-async fn upstream_refresh_goes_upstream_and_refreshes_the_entry() {
+/// A vendor whose audience 1001 is loaded exactly twice: "Old name", then "New name"
+/// after `delay`.
+async fn renamed_once(delay: Duration) -> MockServer {
     let upstream = MockServer::start().await;
     mount_login(&upstream).await;
     Mock::given(method("GET"))
@@ -355,10 +358,16 @@ async fn upstream_refresh_goes_upstream_and_refreshes_the_entry() {
         .await;
     Mock::given(method("GET"))
         .and(path(vendor::load_path(1001)))
-        .respond_with(vendor::ok(vendor::audience(1001, "New name")))
+        .respond_with(vendor::ok(vendor::audience(1001, "New name")).set_delay(delay))
         .expect(1)
         .mount(&upstream)
         .await;
+    upstream
+}
+
+#[actix_web::test]
+async fn upstream_refresh_goes_upstream_and_refreshes_the_entry() {
+    let upstream = renamed_once(Duration::ZERO).await;
     let app = spawn_with_upstream(&upstream.uri(), &[]).await;
 
     let name = |v: serde_json::Value| v["name"].as_str().unwrap().to_string();
@@ -695,4 +704,80 @@ async fn platform_accounts_revalidate_and_errors_are_never_stored() {
         assert!(resp.status().is_client_error(), "{}", resp.status());
         assert_eq!(header(&resp, "cache-control"), "no-store");
     }
+}
+
+/// The `loadAudience` count of `audience_gateway_upstream_request_duration_seconds` and the
+/// `revalidate` count of `audience_gateway_cache_lookups_total` in a scrape.
+fn revalidation_counts(metrics: &str) -> (u64, u64) {
+    let count = |prefix: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    (
+        count(
+            "audience_gateway_upstream_request_duration_seconds_count{operation=\"loadAudience\"",
+        ),
+        count("audience_gateway_cache_lookups_total{result=\"revalidate\"}"),
+    )
+}
+
+#[actix_web::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
+    // The second load is the one background refresh for all the reads of the expired entry.
+    let upstream = renamed_once(Duration::from_millis(300)).await;
+    let app = spawn_with_upstream(
+        &upstream.uri(),
+        &[
+            ("GATEWAY_CACHE__TTL_SECS", "2"),
+            ("GATEWAY_CACHE__REVALIDATE_SECS", "60"),
+        ],
+    )
+    .await;
+    let name = |v: serde_json::Value| v["name"].as_str().unwrap().to_string();
+    let first = app.get("/v1/audiences/1001").await;
+    let old_etag = header(&first, "etag");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+
+    let answers = join_all((0..10).map(|_| async {
+        let resp = app.get("/v1/audiences/1001").await;
+        let status = header(&resp, "cache-status");
+        (
+            header(&resp, "etag"),
+            status,
+            name(resp.json().await.unwrap()),
+        )
+    }))
+    .await;
+    for (etag, status, name) in &answers {
+        assert_eq!((etag, name.as_str()), (&old_etag, "Old name"));
+        assert!(
+            status.starts_with("audience-gateway; hit; ttl=-")
+                && status.ends_with("; detail=stale-while-revalidate"),
+            "{status}"
+        );
+    }
+    // The refresh replaces the entry; until then reads keep getting the expired copy.
+    let mut refreshed = None;
+    for _ in 0..200 {
+        let resp = app.get("/v1/audiences/1001").await;
+        if header(&resp, "cache-status").starts_with("audience-gateway; hit; ttl=")
+            && !header(&resp, "cache-status").contains("ttl=-")
+        {
+            refreshed = Some(name(resp.json().await.unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refreshed.as_deref(), Some("New name"));
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let (loads, revalidated) = revalidation_counts(&metrics);
+    assert_eq!(
+        loads, 2,
+        "the miss and the one background refresh: {metrics}"
+    );
+    assert!(revalidated >= 10, "{revalidated}");
+    upstream.verify().await;
 }

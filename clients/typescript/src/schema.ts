@@ -1183,7 +1183,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
@@ -1224,7 +1224,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
@@ -1362,7 +1362,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
@@ -1410,7 +1410,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
@@ -1819,7 +1819,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
@@ -1858,7 +1858,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
@@ -1913,7 +1913,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
@@ -1947,7 +1947,7 @@ export interface operations {
                 headers: {
                     /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;

@@ -50,13 +50,13 @@ async fn read(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
             ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
         (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
             ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
@@ -85,13 +85,13 @@ pub(super) async fn get_audience(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
             ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
         (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
             ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
@@ -120,13 +120,13 @@ pub(super) async fn get_insights(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
             ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
         (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
             ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
             ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
