@@ -24,7 +24,7 @@ use crate::error::{ApiError, Problem, PROBLEM_JSON};
 #[openapi(
     info(
         title = "audience-gateway",
-        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`; every response carries the request id in `X-Request-Id`.\n\nFrontends can call it with the typed TypeScript client `@audience-gateway/client`, generated from this document (`clients/typescript` in the gateway's repository).",
+        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`; `cache:purge` for operators). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`; every response carries the request id in `X-Request-Id`.\n\nFrontends can call it with the typed TypeScript client `@audience-gateway/client`, generated from this document (`clients/typescript` in the gateway's repository).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         contact(name = "Audience platform team", email = "audience-platform@example.com"),
     ),
@@ -512,7 +512,7 @@ mod tests {
                 assert_eq!(scopes.as_array().map(Vec::len), Some(1), "{method} {path}");
             }
         }
-        assert_eq!(seen, 11);
+        assert_eq!(seen, 12);
     }
 
     #[test]

@@ -111,6 +111,14 @@ impl AppState {
         self.cache.evict(&identity, id).await;
         self.invalidation.publish(&identity, id).await;
     }
+
+    /// Drops an audience and the platform accounts from every replica's cache (a purge).
+    pub async fn purge(&self, id: i64) {
+        self.evict(id).await;
+        let identity = self.upstream.identity();
+        self.cache.evict_accounts(&identity).await;
+        self.invalidation.publish_accounts(&identity).await;
+    }
 }
 
 /// The Redis-backed implementations of the capabilities, with their connection.
@@ -414,6 +422,9 @@ fn spawn_shared_state(state: &web::Data<AppState>) {
             let Some(state) = state else { return false };
             match event {
                 Event::Evict { identity, id } => state.cache.evict(&identity.into(), id).await,
+                Event::EvictAccounts { identity } => {
+                    state.cache.evict_accounts(&identity.into()).await
+                }
                 Event::Clear => state.cache.clear(),
             }
             true

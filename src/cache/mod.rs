@@ -268,9 +268,16 @@ impl AudienceCache {
         self.audiences.invalidate(&key).await;
     }
 
-    /// Drops every audience (e.g. after missing invalidation messages).
+    /// Drops the platform accounts of `identity` (a purge).
+    pub async fn evict_accounts(&self, identity: &Arc<str>) {
+        self.accounts.invalidate(identity).await;
+    }
+
+    /// Drops every audience and the platform accounts (e.g. after missing invalidation
+    /// messages).
     pub fn clear(&self) {
         self.audiences.clear();
+        self.accounts.clear();
     }
 
     /// Audience entries and their weighted size, for tests and diagnostics.

@@ -204,6 +204,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/audiences/{id}/cache": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Purge an audience from the gateway's cache
+         * @description Drops the cached copies of the audience (with its insights and uploads) and of the platform
+         *     accounts, on every replica, so the next reads come from the Digital Audience API: for an
+         *     audience or account changed in the vendor's own UI. The audience need not exist; nothing
+         *     is asked of the vendor. Needs the operator scope `cache:purge`.
+         */
+        delete: operations["purgeAudienceCache"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -1953,6 +1976,41 @@ export interface operations {
                     ETag?: string;
                     /** @description `Authorization` (and `Origin` where CORS is configured) */
                     Vary?: string;
+                    /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableEntity"];
+            500: components["responses"]["InternalError"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    purgeAudienceCache: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Audience id
+                 * @example 1001
+                 */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Dropped from the cache of every replica */
+            204: {
+                headers: {
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;

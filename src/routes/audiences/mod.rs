@@ -1,9 +1,10 @@
 //! `/v1/audiences`: reads (cached: [`read`]), create, update and delete ([`write`]),
-//! activations ([`activate`]) and their history ([`history`]), plus what they share: the path and header parameters of
+//! activations ([`activate`]) and their history ([`history`]), the cache purge ([`purge`]), plus what they share: the path and header parameters of
 //! the OpenAPI document and the `Idempotency-Key` handling.
 
 mod activate;
 mod history;
+mod purge;
 mod read;
 mod write;
 
@@ -33,7 +34,8 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(history::list_activations)
         .service(history::get_activation)
         .service(read::get_insights)
-        .service(read::get_uploads);
+        .service(read::get_uploads)
+        .service(purge::purge_audience_cache);
 }
 
 /// The `{id}` path parameter, as sent: [`AudienceId::get`] checks it, so a malformed id
