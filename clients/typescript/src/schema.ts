@@ -121,8 +121,10 @@ export interface paths {
          * List an audience's activations
          * @description The activations made through the gateway, newest first, a page at a time: pass the
          *     `nextCursor` of a page as `cursor` to get the next one, with the same filters. The
-         *     history is kept when the audience is deleted (`audienceDeletedAt`); an audience never
-         *     activated through the gateway has an empty history.
+         *     history is kept when the audience is deleted (`audienceDeletedAt`), so a deleted audience
+         *     with activations still answers them. An audience without any activation answers an empty
+         *     page while the Digital Audience API knows it, and `404` when it does not (never created,
+         *     or deleted before any activation).
          */
         get: operations["listAudienceActivations"];
         put?: never;
