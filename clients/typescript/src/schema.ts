@@ -1463,8 +1463,10 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag the change is based on; 412 if the audience changed since
-                 * @example "9f86d081884c7d659a2feaa0c55ad015"
+                 * @description ETag the change is based on (as a read, the create or the last update answered it,
+                 *     e.g. `"9f86d081884c7d659a2feaa0c55ad015"`): 412 if the audience changed since. `*`
+                 *     holds for any current version.
+                 * @example *
                  */
                 "If-Match"?: string;
             };
@@ -1505,8 +1507,10 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag the change is based on; 412 if the audience changed since
-                 * @example "9f86d081884c7d659a2feaa0c55ad015"
+                 * @description ETag the change is based on (as a read, the create or the last update answered it,
+                 *     e.g. `"9f86d081884c7d659a2feaa0c55ad015"`): 412 if the audience changed since. `*`
+                 *     holds for any current version.
+                 * @example *
                  */
                 "If-Match"?: string;
             };

@@ -59,12 +59,10 @@ impl AudienceId {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IfMatchHeader {
-    /// ETag the change is based on; 412 if the audience changed since
-    #[param(
-        rename = "If-Match",
-        nullable = false,
-        example = "\"9f86d081884c7d659a2feaa0c55ad015\""
-    )]
+    /// ETag the change is based on (as a read, the create or the last update answered it,
+    /// e.g. `"9f86d081884c7d659a2feaa0c55ad015"`): 412 if the audience changed since. `*`
+    /// holds for any current version.
+    #[param(rename = "If-Match", nullable = false, example = "*")]
     pub if_match: Option<String>,
 }
 
