@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use super::Outcome;
 use crate::metrics::Metrics;
+use crate::telemetry::otel;
 use crate::upstream::UpstreamError;
 
 /// A value and when it was fetched.
@@ -137,7 +138,7 @@ where
             return;
         }
         let store = Arc::clone(self);
-        let span = tracing::info_span!("cache.revalidate");
+        let span = tracing::info_span!(target: otel::TARGET, "cache.revalidate");
         tokio::spawn(
             async move {
                 if let Err(e) = store.fetch_through(key.clone(), true, fetch).await {
