@@ -29,6 +29,14 @@ pub(super) struct Stamped<V> {
     fetched: Instant,
 }
 
+/// Who a fetch answers: a caller, who gets the expired copy when the upstream fails
+/// (stale-if-error), or the background refresh, whose failure leaves that copy in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    Caller,
+    Background,
+}
+
 /// Freshness and the windows after it, for [`Store::new`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Windows {
@@ -141,7 +149,10 @@ where
         let span = tracing::info_span!(target: otel::TARGET, "cache.revalidate");
         tokio::spawn(
             async move {
-                if let Err(e) = store.fetch_through(key.clone(), true, fetch).await {
+                let refreshed = store
+                    .fetch_through(key.clone(), true, Asker::Background, fetch)
+                    .await;
+                if let Err(e) = refreshed {
                     tracing::warn!(error = %e, "background revalidation failed");
                 }
                 store
@@ -173,16 +184,17 @@ where
                 return Ok(stale);
             }
         }
-        self.fetch_through(key, refresh, fetch).await
+        self.fetch_through(key, refresh, Asker::Caller, fetch).await
     }
 
     /// The value for `key`: fresh from the store unless `refresh`, else fetched by `fetch`
     /// (once for all concurrent callers) and stored, else, when the upstream fails
-    /// transiently, the expired copy while within the stale window.
+    /// transiently and a caller asks, the expired copy while within the stale window.
     async fn fetch_through<F, Fut>(
         &self,
         key: K,
         refresh: bool,
+        asker: Asker,
         fetch: F,
     ) -> Result<(V, Outcome), UpstreamError>
     where
@@ -256,6 +268,7 @@ where
                     "cache fill produced no entry".into(),
                 )),
             },
+            (Err(err), _) if asker == Asker::Background => Err(err),
             (Err(err), _) => self.stale_if_error(err, existing),
         }
     }

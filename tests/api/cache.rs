@@ -781,3 +781,40 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     assert!(revalidated >= 10, "{revalidated}");
     upstream.verify().await;
 }
+
+#[actix_web::test]
+async fn a_failed_background_refresh_leaves_the_expired_copy() {
+    let app = spawn_with_sandbox(&[
+        ("GATEWAY_CACHE__TTL_SECS", "1"),
+        ("GATEWAY_CACHE__REVALIDATE_SECS", "60"),
+    ])
+    .await;
+    let etag = header(&app.get("/v1/audiences/1001").await, "etag");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.sim().set_down(true);
+    let loads = app.sim().call_count("loadAudience");
+    let resp = app.get("/v1/audiences/1001").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "etag"), etag);
+    // Once the refresh has failed, the next read starts another and is answered the same.
+    for _ in 0..200 {
+        if app.sim().call_count("loadAudience") > loads {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.sim().call_count("loadAudience") > loads,
+        "a refresh was tried"
+    );
+    let resp = app.get("/v1/audiences/1001").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "etag"), etag);
+    assert!(header(&resp, "cache-status").ends_with("detail=stale-while-revalidate"));
+    // Nobody was answered by stale-if-error: the reads were answered before the refresh.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !metrics.contains("audience_gateway_cache_lookups_total{result=\"stale\"}"),
+        "{metrics}"
+    );
+}
