@@ -100,7 +100,7 @@ fn auth(c: &mut Criterion) {
 /// A simulator, an upstream client for it and one raw `loadAudienceById/1001` answer.
 struct Upstream {
     system: actix_rt::SystemRunner,
-    client: UpstreamClient,
+    client: Arc<UpstreamClient>,
     raw: bytes::Bytes,
 }
 
@@ -116,9 +116,10 @@ fn upstream() -> Upstream {
             password: Some("sandbox-password".into()),
             ..UpstreamSettings::default()
         };
-        let client =
+        let client = Arc::new(
             UpstreamClient::new(&settings, Duration::from_secs(10), Arc::new(Metrics::new()))
-                .expect("client");
+                .expect("client"),
+        );
         let http = reqwest::Client::new();
         let login = http
             .post(format!("{}/account/login", sim.base_url()))

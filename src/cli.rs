@@ -106,7 +106,7 @@ pub struct TokenArgs {
     /// Subject (`sub`).
     #[arg(long, default_value = "sandbox-user")]
     pub sub: String,
-    /// Space-separated scopes; all four by default.
+    /// Space-separated scopes; every scope by default.
     #[arg(long)]
     pub scope: Option<String>,
     /// Lifetime in seconds.

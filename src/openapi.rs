@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use actix_web::App;
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type};
@@ -24,7 +26,7 @@ use crate::error::{ApiError, Problem, PROBLEM_JSON};
 #[openapi(
     info(
         title = "audience-gateway",
-        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`; every response carries the request id in `X-Request-Id`.\n\nFrontends can call it with the typed TypeScript client `@audience-gateway/client`, generated from this document (`clients/typescript` in the gateway's repository).",
+        description = "The company's REST API over the Digital Audience API: campaigns, CRM audiences, their insights and uploads, and activations on ad platform accounts.\n\nEvery `/v1` operation needs a JWT bearer token with the scope named in its security requirement (`audiences:read`, `audiences:write`, `audiences:delete`, `audiences:activate`; `cache:purge` for operators). Errors are RFC 9457 `application/problem+json` bodies with a stable `code` and the `requestId`; every response carries the request id in `X-Request-Id`.\n\nFrontends can call it with the typed TypeScript client `@audience-gateway/client`, generated from this document (`clients/typescript` in the gateway's repository).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         contact(name = "Audience platform team", email = "audience-platform@example.com"),
     ),
@@ -484,6 +486,64 @@ impl Modify for Completion {
         }
         constrain_names(&mut components.schemas);
         require_a_change(&mut components.schemas);
+        add_links(api);
+    }
+}
+
+/// A link an answer carries: (operation, status, link name, target operation, parameters,
+/// description).
+type LinkSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+const CREATED_ID: (&str, &str) = ("id", "$response.body#/id");
+const SAME_ID: (&str, &str) = ("id", "$request.path.id");
+const NEW_ETAG: (&str, &str) = ("header.If-Match", "$response.header.ETag");
+
+/// Where answers lead (OpenAPI links): the calls a client (and Schemathesis' stateful phase)
+/// may make next with values from the answer, including which history outlives a delete.
+const LINKS: &[LinkSpec] = &[
+    ("createAudience", "201", "GetAudience", "getAudience", &[CREATED_ID], "The audience just created"),
+    ("createAudience", "201", "UpdateAudience", "updateAudience", &[CREATED_ID, NEW_ETAG], "Update it, conditional on the ETag the create answered"),
+    ("createAudience", "201", "DeleteAudience", "deleteAudience", &[CREATED_ID, NEW_ETAG], "Delete it, conditional on the ETag the create answered"),
+    ("createAudience", "201", "ActivateAudience", "activateAudience", &[CREATED_ID], "Activate it"),
+    ("createAudience", "201", "ListAudienceActivations", "listAudienceActivations", &[CREATED_ID], "Its activation history: empty until it is activated"),
+    ("updateAudience", "200", "UpdateAudience", "updateAudience", &[SAME_ID, NEW_ETAG], "Update it again, conditional on the new ETag"),
+    ("updateAudience", "200", "DeleteAudience", "deleteAudience", &[SAME_ID, NEW_ETAG], "Delete it, conditional on the new ETag"),
+    ("activateAudience", "201", "GetAudienceActivation", "getAudienceActivation", &[SAME_ID, ("flowId", "$response.body#/flowId")], "This activation in the history"),
+    ("activateAudience", "201", "ListAudienceActivations", "listAudienceActivations", &[SAME_ID], "The history, this activation first; it is kept when the audience is deleted"),
+    ("activateAudience", "201", "GetAudience", "getAudience", &[SAME_ID], "The audience changed (its activation status): read it for the ETag of a conditional write"),
+    ("deleteAudience", "204", "GetAudience", "getAudience", &[SAME_ID], "404 from now on"),
+    ("deleteAudience", "204", "ListAudienceActivations", "listAudienceActivations", &[SAME_ID], "Kept when the audience had activations (each with `audienceDeletedAt`); 404 when it had none"),
+];
+
+/// Adds [`LINKS`] to the answers they start from.
+fn add_links(api: &mut OpenApi) {
+    for item in api.paths.paths.values_mut() {
+        for op in operations_mut(item) {
+            for (from, status, name, to, parameters, description) in LINKS {
+                if op.operation_id.as_deref() != Some(*from) {
+                    continue;
+                }
+                let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) else {
+                    continue;
+                };
+                // utoipa 5 writes `Link::operation_id` as `operation_id`; the OpenAPI field is
+                // `operationId`, set here through the flattened extension map.
+                let link = parameters
+                    .iter()
+                    .fold(LinkBuilder::new(), |l, (k, v)| l.parameter(*k, *v))
+                    .description(*description)
+                    .extensions(Some(Extensions::from_iter([("operationId", *to)])))
+                    .build();
+                response.links.insert((*name).to_string(), RefOr::T(link));
+            }
+        }
     }
 }
 
@@ -512,7 +572,7 @@ mod tests {
                 assert_eq!(scopes.as_array().map(Vec::len), Some(1), "{method} {path}");
             }
         }
-        assert_eq!(seen, 11);
+        assert_eq!(seen, 12);
     }
 
     #[test]
@@ -560,6 +620,34 @@ mod tests {
                 "{schema}.{field}"
             );
         }
+    }
+
+    #[test]
+    fn every_link_starts_from_a_documented_answer_and_names_a_documented_operation() {
+        let api = serde_json::to_value(spec()).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        let mut links = 0;
+        let operations = || {
+            api["paths"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|item| item.as_object().unwrap().values())
+        };
+        for op in operations() {
+            ids.extend(op["operationId"].as_str().map(str::to_string));
+        }
+        let responses = operations()
+            .filter_map(|op| op["responses"].as_object())
+            .flat_map(|r| r.values());
+        for response in responses {
+            for link in response["links"].as_object().into_iter().flatten() {
+                links += 1;
+                let target = link.1["operationId"].as_str().unwrap_or_default();
+                assert!(ids.contains(target), "{link:?}");
+            }
+        }
+        assert_eq!(links, LINKS.len());
     }
 
     #[test]

@@ -36,7 +36,8 @@ use crate::{audit, cache, connection, routes, telemetry};
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Authenticator,
-    pub upstream: UpstreamClient,
+    /// Shared with the cache's background refreshes.
+    pub upstream: Arc<UpstreamClient>,
     pub cache: AudienceCache,
     pub limiter: Arc<dyn ActivationLimiter>,
     pub idempotency: Arc<dyn IdempotencyStore>,
@@ -78,7 +79,11 @@ impl AppState {
         ));
         Ok(Self {
             auth: Authenticator::new(&settings.auth, metrics.clone())?,
-            upstream: UpstreamClient::new(&settings.upstream, budget, metrics.clone())?,
+            upstream: Arc::new(UpstreamClient::new(
+                &settings.upstream,
+                budget,
+                metrics.clone(),
+            )?),
             cache: AudienceCache::new(&settings.cache, metrics.clone()),
             limiter,
             idempotency,
@@ -113,6 +118,14 @@ impl AppState {
         let identity = self.upstream.identity();
         self.cache.evict(&identity, id).await;
         self.invalidation.publish(&identity, id).await;
+    }
+
+    /// Drops an audience and the platform accounts from every replica's cache (a purge).
+    pub async fn purge(&self, id: i64) {
+        self.evict(id).await;
+        let identity = self.upstream.identity();
+        self.cache.evict_accounts(&identity).await;
+        self.invalidation.publish_accounts(&identity).await;
     }
 }
 
@@ -430,6 +443,9 @@ fn spawn_shared_state(state: &web::Data<AppState>) {
             let Some(state) = state else { return false };
             match event {
                 Event::Evict { identity, id } => state.cache.evict(&identity.into(), id).await,
+                Event::EvictAccounts { identity } => {
+                    state.cache.evict_accounts(&identity.into()).await
+                }
                 Event::Clear => state.cache.clear(),
             }
             true

@@ -423,10 +423,18 @@ scopes! {
     Delete => "audiences:delete",
     /// `audiences:activate`: activate audiences on platform accounts.
     Activate => "audiences:activate",
+    /// `cache:purge`: drop the gateway's cached copies (an operator's scope).
+    Purge => "cache:purge",
 }
 
 /// Every scope, for the OpenAPI document and token minting.
-pub const ALL_SCOPES: [&str; 4] = [Read::NAME, Write::NAME, Delete::NAME, Activate::NAME];
+pub const ALL_SCOPES: [&str; 5] = [
+    Read::NAME,
+    Write::NAME,
+    Delete::NAME,
+    Activate::NAME,
+    Purge::NAME,
+];
 
 /// An authenticated caller holding scope `S`.
 pub struct Authorized<S: Scope> {

@@ -1,9 +1,10 @@
 //! The cache layer: a middleware between CORS and routing that answers a fresh hit or a
 //! `304 Not Modified` for `GET /v1/audiences/{id}` (and its `/insights` and `/uploads`)
 //! once the caller is authorized, by the same function the `Authorized<Read>` extractor
-//! calls. Everything else (a miss, a refresh, a caller who is refused, a malformed id,
-//! every other route, every read while the cache is disabled) goes on to routing and the
-//! handler, which reads through the cache (and so fills it) and answers with [`respond`] too.
+//! calls. Everything else (a miss, a forced refresh, a caller who is refused, a malformed
+//! id, every other route, every read while the cache is disabled) goes on to routing and
+//! the handler, which reads through the cache (and so fills it) and answers with
+//! [`respond`] too. Every error answer leaves this layer with `Cache-Control: no-store`.
 //!
 //! It sits at the same place in the stack whatever the settings: inside the request-id
 //! scope and the access log, so a hit is logged and counted under its route like any
@@ -73,22 +74,32 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let Some((id, view)) = candidate(req.request()) else {
-            let passed_on: fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> =
-                ServiceResponse::map_into_left_body;
+            let passed_on: fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> = passed_on;
             return Either::Left(self.service.call(req).map_ok(passed_on));
         };
         let service = self.service.clone();
         Either::Right(Box::pin(async move {
             match fresh_answer(req.request(), id, view).await {
                 Some(response) => Ok(req.into_response(response).map_into_right_body()),
-                None => Ok(service.call(req).await?.map_into_left_body()),
+                None => Ok(passed_on(service.call(req).await?)),
             }
         }))
     }
 }
 
+/// An answer of the rest of the application: an error gets `Cache-Control: no-store`, so
+/// no browser or proxy keeps it (a `404` or `401` is never served again from a copy).
+fn passed_on<B>(mut res: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
+    let status = res.status();
+    if status.is_client_error() || status.is_server_error() {
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res.map_into_left_body()
+}
+
 /// The audience read a request asks for, if this layer may answer it: a `GET` of one of the
-/// cached reads, without a request to bypass the cache, while the cache is enabled (with the
+/// cached reads, without a forced upstream read ([`forces_refresh`]), while the cache is enabled (with the
 /// cache disabled there is never a fresh entry, so every request goes straight on).
 fn candidate(req: &HttpRequest) -> Option<(i64, View)> {
     if req.method() != Method::GET {
@@ -98,7 +109,7 @@ fn candidate(req: &HttpRequest) -> Option<(i64, View)> {
     let enabled = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|state| state.cache.enabled());
-    (enabled && !wants_refresh(req)).then_some(read)
+    (enabled && !forces_refresh(req)).then_some(read)
 }
 
 /// The answer to a fresh hit, or `None` to hand the request on.
@@ -135,14 +146,27 @@ fn route_of(view: View) -> &'static str {
     }
 }
 
-/// Whether the request asks to bypass the cache (`Cache-Control: no-cache` or `max-age=0`).
-pub fn wants_refresh(req: &HttpRequest) -> bool {
+/// The `Cache-Control` extension directive (RFC 9111, section 5.2.3) with which a caller
+/// forces a read from the upstream.
+pub const UPSTREAM_REFRESH: &str = "upstream-refresh";
+
+/// Whether the request forces an upstream read: `Cache-Control: upstream-refresh`.
+///
+/// The gateway is the API's origin, and its cache is part of it: every write through the
+/// gateway drops the cached copy, so the cache is what the origin holds as current. A
+/// request's `no-cache` or `max-age=0` (RFC 9111, sections 5.2.1.4 and 5.2.1.1), and
+/// `Pragma: no-cache`, ask caches between the caller and the origin to revalidate with the
+/// origin; this is that revalidation, so it is answered from the gateway's cache like any
+/// read. `max-stale`, `min-fresh`, `only-if-cached` and `no-store` address those caches too
+/// and change nothing here. Only the explicit extension directive reaches past the cache.
+pub fn forces_refresh(req: &HttpRequest) -> bool {
     if !req.headers().contains_key(header::CACHE_CONTROL) {
         return false;
     }
     CacheControl::parse(req).is_ok_and(|cc| {
-        cc.0.iter()
-            .any(|d| matches!(d, CacheDirective::NoCache | CacheDirective::MaxAge(0)))
+        cc.0.iter().any(
+            |d| matches!(d, CacheDirective::Extension(name, None) if name.eq_ignore_ascii_case(UPSTREAM_REFRESH)),
+        )
     })
 }
 

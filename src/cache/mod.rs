@@ -15,15 +15,12 @@ mod store;
 
 use std::sync::Arc;
 
-use actix_web::http::header::{
-    CacheControl, CacheDirective, HeaderMap, HeaderName, HeaderValue, TryIntoHeaderValue,
-    CACHE_CONTROL,
-};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, VARY};
 use bytes::Bytes;
 
 use entry::part_or_problem;
 pub use entry::{strong_etag, CachedAudience, Representation};
-use store::{FetchError, Stamped, Store};
+use store::{FetchError, Stamped, Store, Windows};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -42,17 +39,20 @@ pub enum View {
     Uploads,
 }
 
-/// How a read was answered, for `Cache-Status` and `Cache-Control`.
+/// How a read was answered, for `Cache-Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Fresh entry; seconds of freshness left.
     Hit { ttl: u64 },
     /// Fetched because absent or expired.
     Miss { ttl: u64 },
-    /// Fetched because the caller sent `Cache-Control: no-cache`.
+    /// Fetched from the upstream because the caller forced it ([`layer::forces_refresh`]).
     Refreshed { ttl: u64 },
     /// Expired entry served because the upstream failed; seconds past expiry.
     Stale { age_past_ttl: u64 },
+    /// Expired entry served at once while a background refresh replaces it
+    /// (stale-while-revalidate); seconds past expiry.
+    Revalidating { age_past_ttl: u64 },
     /// The cache is disabled.
     Bypass,
 }
@@ -69,34 +69,30 @@ impl Outcome {
             Outcome::Stale { age_past_ttl } => {
                 format!("audience-gateway; fwd=stale; ttl=-{age_past_ttl}; detail=stale-if-error")
             }
+            Outcome::Revalidating { age_past_ttl } => {
+                format!("audience-gateway; hit; ttl=-{age_past_ttl}; detail=stale-while-revalidate")
+            }
             Outcome::Bypass => "audience-gateway; fwd=bypass".into(),
         }
     }
 
-    /// `Cache-Control` for the caller: `private, max-age=<seconds of freshness left>`.
-    pub fn cache_control(self) -> CacheControl {
-        let max_age = match self {
-            Outcome::Hit { ttl } | Outcome::Miss { ttl } | Outcome::Refreshed { ttl } => ttl,
-            Outcome::Stale { .. } | Outcome::Bypass => 0,
-        };
-        CacheControl(vec![
-            CacheDirective::Private,
-            CacheDirective::MaxAge(u32::try_from(max_age).unwrap_or(u32::MAX)),
-        ])
-    }
-
-    /// `Cache-Control` and `Cache-Status` as header values.
-    fn header_values(self) -> (HeaderValue, HeaderValue) {
-        let cache_status = HeaderValue::from_maybe_shared(Bytes::from(self.cache_status()));
-        // Both are ASCII text this module formats; never empty in practice.
-        (
-            self.cache_control()
-                .try_into_value()
-                .unwrap_or_else(|_| HeaderValue::from_static("private, max-age=0")),
-            cache_status.unwrap_or_else(|_| HeaderValue::from_static("audience-gateway")),
-        )
+    /// `Cache-Status` as a header value.
+    fn header_value(self) -> HeaderValue {
+        // ASCII text this module formats.
+        HeaderValue::from_maybe_shared(Bytes::from(self.cache_status()))
+            .unwrap_or_else(|_| HeaderValue::from_static("audience-gateway"))
     }
 }
+
+/// `Cache-Control` of every cached read, whatever the outcome: a browser or proxy may keep
+/// the answer but must revalidate it with the gateway (`If-None-Match`) before each reuse,
+/// so a write, a delete or another caller's token is never answered from a copy the gateway
+/// did not check. Freshness in the gateway's own cache is told by `Cache-Status`.
+pub const READ_CACHE_CONTROL: HeaderValue = HeaderValue::from_static("private, no-cache");
+
+/// `Vary` of every cached read: the answer depends on the caller's token (CORS adds
+/// `Origin` when it is configured).
+pub const READ_VARY: HeaderValue = HeaderValue::from_static("Authorization");
 
 /// Longest freshness, in seconds, whose hit headers are built in advance.
 const HIT_HEADER_TABLE: u64 = 600;
@@ -110,57 +106,63 @@ struct Key {
 /// The audience and platform-account cache.
 pub struct AudienceCache {
     enabled: bool,
-    audiences: Store<Key, Arc<CachedAudience>>,
-    /// Platform accounts per upstream identity, serialized.
-    accounts: Store<Arc<str>, Bytes>,
-    /// `Cache-Control` and `Cache-Status` of a hit, by seconds of freshness left (up to
-    /// [`HIT_HEADER_TABLE`]), built once: a hit copies two values instead of formatting.
-    hit_headers: Vec<(HeaderValue, HeaderValue)>,
-    /// The same for reads with the cache disabled (always the same two values).
-    bypass_headers: (HeaderValue, HeaderValue),
+    audiences: Arc<Store<Key, Arc<CachedAudience>>>,
+    /// Platform accounts per upstream identity, serialized and tagged.
+    accounts: Arc<Store<Arc<str>, Arc<Representation>>>,
+    /// `Cache-Status` of a hit, by seconds of freshness left (up to [`HIT_HEADER_TABLE`]),
+    /// built once: a hit copies a value instead of formatting.
+    hit_headers: Vec<HeaderValue>,
+    /// The same for reads with the cache disabled (always the same value).
+    bypass_header: HeaderValue,
 }
 
 impl AudienceCache {
     /// A cache sized in bytes.
     pub fn new(s: &CacheSettings, metrics: Arc<Metrics>) -> Self {
         let ttl = s.ttl;
-        let stale = s.stale;
+        let windows = Windows {
+            ttl,
+            stale: s.stale,
+            revalidate: s.revalidate,
+        };
         Self {
             enabled: s.enabled && !ttl.is_zero(),
-            audiences: Store::new(
-                moka::future::Cache::builder()
-                    .max_capacity(s.max_bytes)
-                    .weigher(|_k: &Key, v: &Stamped<Arc<CachedAudience>>| v.value.weight()),
-                ttl,
-                stale,
-                metrics.clone(),
-            )
-            .refusing_heavier_than(s.max_bytes, |v| v.weight()),
-            accounts: Store::new(
-                moka::future::Cache::builder().max_capacity(64),
-                ttl,
-                stale,
-                metrics,
+            audiences: Arc::new(
+                Store::new(
+                    moka::future::Cache::builder()
+                        .max_capacity(s.max_bytes)
+                        .weigher(|_k: &Key, v: &Stamped<Arc<CachedAudience>>| v.value.weight()),
+                    windows,
+                    metrics.clone(),
+                )
+                .refusing_heavier_than(s.max_bytes, |v| v.weight()),
             ),
+            accounts: Arc::new(Store::new(
+                moka::future::Cache::builder().max_capacity(64),
+                windows,
+                metrics,
+            )),
             hit_headers: (0..=ttl.as_secs().min(HIT_HEADER_TABLE))
-                .map(|ttl| Outcome::Hit { ttl }.header_values())
+                .map(|ttl| Outcome::Hit { ttl }.header_value())
                 .collect(),
-            bypass_headers: Outcome::Bypass.header_values(),
+            bypass_header: Outcome::Bypass.header_value(),
         }
     }
 
-    /// Sets `Cache-Control` and `Cache-Status` for `outcome`.
+    /// Sets `Cache-Control`, `Vary` and `Cache-Status` of a cached read answered with
+    /// `outcome`.
     pub fn set_headers(&self, outcome: Outcome, headers: &mut HeaderMap) {
-        let (cache_control, cache_status) = match outcome {
+        let cache_status = match outcome {
             Outcome::Hit { ttl } => usize::try_from(ttl)
                 .ok()
                 .and_then(|i| self.hit_headers.get(i))
                 .cloned()
-                .unwrap_or_else(|| outcome.header_values()),
-            Outcome::Bypass => self.bypass_headers.clone(),
-            _ => outcome.header_values(),
+                .unwrap_or_else(|| outcome.header_value()),
+            Outcome::Bypass => self.bypass_header.clone(),
+            _ => outcome.header_value(),
         };
-        headers.insert(CACHE_CONTROL, cache_control);
+        headers.insert(CACHE_CONTROL, READ_CACHE_CONTROL);
+        headers.insert(VARY, READ_VARY);
         headers.insert(CACHE_STATUS, cache_status);
     }
 
@@ -185,23 +187,26 @@ impl AudienceCache {
     /// Reads an audience through the cache. `refresh` forces an upstream call.
     pub async fn get(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<UpstreamClient>,
         ctx: &CallContext,
         id: i64,
         refresh: bool,
     ) -> Result<(Arc<CachedAudience>, Outcome), UpstreamError> {
-        let fetch = || async {
-            let record = upstream.load_audience(ctx, id).await?;
+        let fetch = move |upstream: Arc<UpstreamClient>, ctx: CallContext| async move {
+            let record = upstream.load_audience(&ctx, id).await?;
             Ok(Arc::new(CachedAudience::from_record(&record)?))
         };
         if !self.enabled {
-            return Ok((fetch().await?, Outcome::Bypass));
+            return Ok((fetch(upstream.clone(), ctx.clone()).await?, Outcome::Bypass));
         }
         let key = Key {
             identity: upstream.identity(),
             id,
         };
-        self.audiences.get_or_fetch(key, refresh, fetch).await
+        let (upstream, ctx) = (upstream.clone(), ctx.clone());
+        self.audiences
+            .get_or_fetch(key, refresh, move || fetch(upstream, ctx))
+            .await
     }
 
     /// One representation of an audience, through the cache. With the cache disabled only
@@ -209,7 +214,7 @@ impl AudienceCache {
     /// a read of the audience itself skips the upload history while decoding.
     pub async fn read(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<UpstreamClient>,
         ctx: &CallContext,
         id: i64,
         refresh: bool,
@@ -230,25 +235,25 @@ impl AudienceCache {
     }
 
     /// The platform-account list (serialized, without access tokens), cached per identity
-    /// with the same freshness, coalescing and stale-if-error rules as audiences.
+    /// with the same freshness, coalescing and stale-if-error rules as audiences. `refresh`
+    /// forces an upstream call.
     pub async fn platform_accounts(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<UpstreamClient>,
         ctx: &CallContext,
-    ) -> Result<(Bytes, Outcome), UpstreamError> {
-        let fetch = || async {
-            let list = crate::domain::PlatformAccountList {
-                items: upstream.platform_accounts(ctx).await?,
-            };
-            serde_json::to_vec(&list)
-                .map(Bytes::from)
-                .map_err(|e| UpstreamError::Failure(format!("serialize: {e}")))
+        refresh: bool,
+    ) -> Result<(Arc<Representation>, Outcome), UpstreamError> {
+        let fetch = |upstream: Arc<UpstreamClient>, ctx: CallContext| async move {
+            Representation::of(&crate::domain::PlatformAccountList {
+                items: upstream.platform_accounts(&ctx).await?,
+            })
         };
         if !self.enabled {
-            return Ok((fetch().await?, Outcome::Bypass));
+            return Ok((fetch(upstream.clone(), ctx.clone()).await?, Outcome::Bypass));
         }
+        let (key, upstream, ctx) = (upstream.identity(), upstream.clone(), ctx.clone());
         self.accounts
-            .get_or_fetch(upstream.identity(), false, fetch)
+            .get_or_fetch(key, refresh, move || fetch(upstream, ctx))
             .await
     }
 
@@ -261,9 +266,16 @@ impl AudienceCache {
         self.audiences.invalidate(&key).await;
     }
 
-    /// Drops every audience (e.g. after missing invalidation messages).
+    /// Drops the platform accounts of `identity` (a purge).
+    pub async fn evict_accounts(&self, identity: &Arc<str>) {
+        self.accounts.invalidate(identity).await;
+    }
+
+    /// Drops every audience and the platform accounts (e.g. after missing invalidation
+    /// messages).
     pub fn clear(&self) {
         self.audiences.clear();
+        self.accounts.clear();
     }
 
     /// Audience entries and their weighted size, for tests and diagnostics.
@@ -287,23 +299,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_values_follow_rfc9211() {
+    fn cache_status_follows_rfc9211() {
         assert_eq!(
             Outcome::Hit { ttl: 12 }.cache_status(),
             "audience-gateway; hit; ttl=12"
         );
         assert_eq!(
-            Outcome::Hit { ttl: 12 }.cache_control().to_string(),
-            "private, max-age=12"
+            Outcome::Refreshed { ttl: 30 }.cache_status(),
+            "audience-gateway; fwd=request; stored; ttl=30"
         );
-        assert!(Outcome::Stale { age_past_ttl: 3 }
-            .cache_status()
-            .contains("fwd=stale"));
         assert_eq!(
-            Outcome::Stale { age_past_ttl: 3 }
-                .cache_control()
-                .to_string(),
-            "private, max-age=0"
+            Outcome::Stale { age_past_ttl: 3 }.cache_status(),
+            "audience-gateway; fwd=stale; ttl=-3; detail=stale-if-error"
         );
     }
 }

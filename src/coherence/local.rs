@@ -10,4 +10,6 @@ pub struct LocalInvalidation;
 #[async_trait]
 impl Invalidation for LocalInvalidation {
     async fn publish(&self, _identity: &str, _id: i64) {}
+
+    async fn publish_accounts(&self, _identity: &str) {}
 }

@@ -1,5 +1,5 @@
-//! Cache coherence across replicas: a write evicts the audience here and tells the other
-//! replicas to do the same. In-process, there is nobody to tell; the Redis pub/sub
+//! Cache coherence across replicas: a write (or a purge) evicts the audience here and tells
+//! the other replicas to do the same; a purge drops the platform accounts likewise. In-process, there is nobody to tell; the Redis pub/sub
 //! implementation ([`redis::RedisInvalidation`]) replaces [`LocalInvalidation`] in
 //! multi-replica deployments.
 
@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub enum Event {
     /// Audience `id` of upstream `identity` changed.
     Evict { identity: String, id: i64 },
+    /// The platform accounts of upstream `identity` may have changed.
+    EvictAccounts { identity: String },
     /// Anything may have changed: drop the whole cache.
     Clear,
 }
@@ -26,4 +28,7 @@ pub enum Event {
 pub trait Invalidation: Send + Sync {
     /// Tells every other replica that audience `id` of upstream `identity` changed.
     async fn publish(&self, identity: &str, id: i64);
+
+    /// Tells every other replica that the platform accounts of `identity` may have changed.
+    async fn publish_accounts(&self, identity: &str);
 }

@@ -16,7 +16,8 @@
 //! cache TTL (`cache.ttl_secs`) bounds staleness:
 //! - a subscriber that was disconnected drops its whole cache when it subscribes again;
 //! - a publish that fails is kept (up to [`MAX_PENDING`], beyond which a "clear everything"
-//!   message replaces them) and sent when Redis is back.
+//!   message replaces them) and sent when Redis is back; a platform-account eviction that
+//!   fails is sent as "clear everything".
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -140,6 +141,19 @@ impl Invalidation for RedisInvalidation {
         if let Err(e) = self.send(event).await {
             tracing::debug!(error = %e, audience = id, "eviction not published; kept for later");
             self.keep(identity, id);
+        }
+    }
+
+    async fn publish_accounts(&self, identity: &str) {
+        let event = Event::EvictAccounts {
+            identity: identity.to_string(),
+        };
+        if let Err(e) = self.send(event).await {
+            tracing::debug!(error = %e, "platform-account eviction not published; a clear is kept for later");
+            self.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .overflowed = true;
         }
     }
 }

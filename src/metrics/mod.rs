@@ -315,7 +315,7 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// One cache lookup: `hit`, `miss` or `stale`.
+    /// One cache lookup: `hit`, `miss`, `stale` or `revalidate`.
     pub fn cache(&self, result: &'static str) {
         if result == "hit" {
             self.cache_hit.inc();

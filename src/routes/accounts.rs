@@ -1,12 +1,12 @@
 //! `/v1/platform-accounts`.
 
-use actix_web::http::StatusCode;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 
-use super::json_bytes;
 use crate::auth::{Authorized, Read};
+use crate::cache::layer::{forces_refresh, respond};
 use crate::domain::PlatformAccountList;
 use crate::error::ApiError;
+use crate::routes::ReadHeaders;
 use crate::telemetry::RequestContext;
 use crate::AppState;
 
@@ -18,15 +18,26 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 /// List platform accounts
 ///
 /// The ad platform accounts audiences can be activated on. Platform access tokens are never
-/// included. Cached by the gateway; when the upstream fails, a recently expired copy is
-/// served and marked stale in `Cache-Status`.
+/// included. Cached by the gateway with the rules of the audience reads (see "Get an
+/// audience"): revalidate with `If-None-Match` for a `304`, send
+/// `Cache-Control: upstream-refresh` to force a read from the Digital Audience API; when the
+/// upstream fails, a recently expired copy is served and marked stale in `Cache-Status`.
 #[utoipa::path(
     operation_id = "listPlatformAccounts",
     tag = "platform-accounts",
+    params(ReadHeaders),
     responses(
         (status = 200, description = "The platform accounts", body = PlatformAccountList, headers(
-            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+            ("ETag" = String, description = "Strong entity tag of this representation"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
+        )),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
+            ("ETag" = String, description = "Strong entity tag of this representation"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
@@ -35,13 +46,12 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 async fn list_platform_accounts(
     _auth: Authorized<Read>,
     state: web::Data<AppState>,
+    req: HttpRequest,
     ctx: RequestContext,
 ) -> Result<HttpResponse, ApiError> {
-    let (body, outcome) = state
+    let (rep, outcome) = state
         .cache
-        .platform_accounts(&state.upstream, &ctx.0)
+        .platform_accounts(&state.upstream, &ctx.0, forces_refresh(&req))
         .await?;
-    let mut resp = json_bytes(StatusCode::OK, body);
-    state.cache.set_headers(outcome, resp.headers_mut());
-    Ok(resp)
+    Ok(respond(&state.cache, &req, &rep, outcome))
 }

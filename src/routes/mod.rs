@@ -31,6 +31,29 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     );
 }
 
+/// The request headers of a cached read (audiences and platform accounts), read by the
+/// cache layer and `cache::layer::respond`; the table of what they do is in the README
+/// ("Caching").
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ReadHeaders {
+    /// ETag from a previous response: `304 Not Modified` when it is current
+    #[param(
+        rename = "If-None-Match",
+        nullable = false,
+        example = "\"9f86d081884c7d659a2feaa0c55ad015\""
+    )]
+    pub if_none_match: Option<String>,
+    /// `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+    /// `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+    #[param(
+        rename = "Cache-Control",
+        nullable = false,
+        example = "upstream-refresh"
+    )]
+    pub cache_control: Option<String>,
+}
+
 /// A JSON request body: checked content type, bounded size, unknown fields named. Keeps the
 /// raw bytes for idempotency fingerprints.
 pub struct JsonBody<T> {

@@ -11,9 +11,13 @@ use super::{duration, ensure, SettingsError};
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
     pub enabled: bool,
-    /// How long an entry is fresh (whole seconds: it is advertised in `max-age`).
+    /// How long an entry is fresh (whole seconds: it is told in `Cache-Status`).
     #[serde(rename = "ttl_secs", with = "duration::secs")]
     pub ttl: Duration,
+    /// stale-while-revalidate (RFC 5861): how long after expiry an entry is still served at
+    /// once while one background refresh replaces it; 0 turns it off.
+    #[serde(rename = "revalidate_secs", with = "duration::secs")]
+    pub revalidate: Duration,
     /// How long after expiry an entry may still be served when the upstream fails.
     #[serde(rename = "stale_secs", with = "duration::secs")]
     pub stale: Duration,
@@ -38,6 +42,7 @@ impl Default for CacheSettings {
         Self {
             enabled: true,
             ttl: Duration::from_secs(30),
+            revalidate: Duration::ZERO,
             stale: Duration::from_secs(300),
             max_bytes: 64 * 1024 * 1024,
         }

@@ -138,6 +138,37 @@ async fn every_write_leaves_one_audit_event_with_who_what_and_outcome_and_no_sec
     assert_eq!(status, 200);
     let etag = header(&headers, "etag");
 
+    // A cache purge is audited like any write: refused without its scope, then done.
+    let purge = format!("{path}/cache");
+    let (status, _, _) = s
+        .send(
+            "rq-purge-forbidden",
+            s.request(Method::DELETE, &purge, Some(&reader)),
+        )
+        .await;
+    assert_eq!(status, 403);
+    want.push(expected(
+        "rq-purge-forbidden",
+        "purgeAudienceCache",
+        403,
+        "refused",
+        json!({"sub": "reader", "audience_id": id, "code": "insufficient_scope"}),
+    ));
+    let (status, _, _) = s
+        .send(
+            "rq-purge",
+            s.request(Method::DELETE, &purge, Some(&analyst)),
+        )
+        .await;
+    assert_eq!(status, 204);
+    want.push(expected(
+        "rq-purge",
+        "purgeAudienceCache",
+        204,
+        "success",
+        json!({"sub": "analyst", "audience_id": id}),
+    ));
+
     let (status, _, _) = s
         .send(
             "rq-update",

@@ -15,16 +15,23 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::helpers::tokens;
 use crate::helpers::vendor::{self, mount_login};
 use crate::helpers::*;
 
-/// The `max-age` of a `private, max-age=N` Cache-Control value.
-fn max_age(cache_control: &str) -> u64 {
-    cache_control
-        .strip_prefix("private, max-age=")
+/// The seconds of freshness left that a `Cache-Status` value starting with `prefix` and
+/// ending in `ttl=N` tells.
+fn ttl(cache_status: &str, prefix: &str) -> u64 {
+    cache_status
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix("ttl="))
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not `private, max-age=N`: {cache_control:?}"))
+        .unwrap_or_else(|| panic!("not `{prefix}ttl=N`: {cache_status:?}"))
 }
+
+const MISS: &str = "audience-gateway; fwd=uri-miss; stored; ";
+const HIT: &str = "audience-gateway; hit; ";
+const REFRESHED: &str = "audience-gateway; fwd=request; stored; ";
 
 #[actix_web::test]
 async fn audience_insights_and_uploads_share_one_entry() {
@@ -61,10 +68,7 @@ async fn views_are_counted_once_on_the_simulator_and_accounts_have_their_own_ent
     let app = spawn_with_sandbox(&[]).await;
 
     let resp = app.get("/v1/audiences/1001").await;
-    assert_eq!(header(&resp, "cache-status"), {
-        let ttl = max_age(&header(&resp, "cache-control"));
-        format!("audience-gateway; fwd=uri-miss; stored; ttl={ttl}")
-    });
+    assert_eq!(ttl(&header(&resp, "cache-status"), MISS), 30);
     assert_eq!(app.get("/v1/audiences/1001/insights").await.status(), 200);
     assert_eq!(app.get("/v1/audiences/1001/uploads").await.status(), 200);
     assert_eq!(app.sim().call_count("loadAudience"), 1);
@@ -220,8 +224,10 @@ fn upstream_settings(base: &str, user: &str) -> Settings {
     .expect("settings")
 }
 
-fn client(s: &Settings, metrics: &Arc<Metrics>) -> UpstreamClient {
-    UpstreamClient::new(&s.upstream, Duration::from_secs(5), metrics.clone()).expect("client")
+fn client(s: &Settings, metrics: &Arc<Metrics>) -> Arc<UpstreamClient> {
+    Arc::new(
+        UpstreamClient::new(&s.upstream, Duration::from_secs(5), metrics.clone()).expect("client"),
+    )
 }
 
 #[actix_web::test]
@@ -279,23 +285,16 @@ async fn etag_conditional_get_cache_control_and_cache_status() {
         etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'),
         "{etag}"
     );
-    let cc = header(&resp, "cache-control");
-    let ttl = max_age(&cc);
-    assert!((1..=30).contains(&ttl), "{cc}");
-    assert_eq!(
-        header(&resp, "cache-status"),
-        format!("audience-gateway; fwd=uri-miss; stored; ttl={ttl}")
-    );
+    // A browser or proxy keeps the answer but revalidates every reuse with the gateway.
+    assert_eq!(header(&resp, "cache-control"), "private, no-cache");
+    assert_eq!(header(&resp, "vary"), "Authorization");
+    assert_eq!(ttl(&header(&resp, "cache-status"), MISS), 30);
     let body = resp.bytes().await.unwrap();
 
     let resp = app.get("/v1/audiences/1001").await;
     assert_eq!(header(&resp, "etag"), etag);
-    let ttl = max_age(&header(&resp, "cache-control"));
-    assert!((1..=30).contains(&ttl));
-    assert_eq!(
-        header(&resp, "cache-status"),
-        format!("audience-gateway; hit; ttl={ttl}")
-    );
+    assert_eq!(header(&resp, "cache-control"), "private, no-cache");
+    assert!((1..=30).contains(&ttl(&header(&resp, "cache-status"), HIT)));
     assert_eq!(resp.bytes().await.unwrap(), body);
 
     let resp = app
@@ -307,6 +306,8 @@ async fn etag_conditional_get_cache_control_and_cache_status() {
         .await;
     assert_eq!(resp.status(), 304);
     assert_eq!(header(&resp, "etag"), etag);
+    assert_eq!(header(&resp, "cache-control"), "private, no-cache");
+    assert_eq!(header(&resp, "vary"), "Authorization");
     assert!(header(&resp, "cache-status").contains("; hit;"));
     assert!(resp.bytes().await.unwrap().is_empty());
 
@@ -343,8 +344,9 @@ async fn etag_conditional_get_cache_control_and_cache_status() {
     assert_eq!(app.sim().call_count("loadAudience"), 1);
 }
 
-#[actix_web::test]
-async fn no_cache_goes_upstream_and_refreshes_the_entry() {
+/// A vendor whose audience 1001 is loaded exactly twice: "Old name", then "New name"
+/// after `delay`.
+async fn renamed_once(delay: Duration) -> MockServer {
     let upstream = MockServer::start().await;
     mount_login(&upstream).await;
     Mock::given(method("GET"))
@@ -356,33 +358,43 @@ async fn no_cache_goes_upstream_and_refreshes_the_entry() {
         .await;
     Mock::given(method("GET"))
         .and(path(vendor::load_path(1001)))
-        .respond_with(vendor::ok(vendor::audience(1001, "New name")))
+        .respond_with(vendor::ok(vendor::audience(1001, "New name")).set_delay(delay))
         .expect(1)
         .mount(&upstream)
         .await;
+    upstream
+}
+
+#[actix_web::test]
+async fn upstream_refresh_goes_upstream_and_refreshes_the_entry() {
+    let upstream = renamed_once(Duration::ZERO).await;
     let app = spawn_with_upstream(&upstream.uri(), &[]).await;
 
     let name = |v: serde_json::Value| v["name"].as_str().unwrap().to_string();
     let first = app.get("/v1/audiences/1001").await;
     let old_etag = header(&first, "etag");
     assert_eq!(name(first.json().await.unwrap()), "Old name");
-    let hit = app.get("/v1/audiences/1001").await;
-    assert!(header(&hit, "cache-status").contains("; hit;"));
-    assert_eq!(name(hit.json().await.unwrap()), "Old name");
+    // A browser's revalidation is a gateway hit.
+    for directive in [
+        ("cache-control", "no-cache"),
+        ("cache-control", "max-age=0"),
+    ] {
+        let hit = app
+            .get_as("/v1/audiences/1001", &full_token(), &[directive])
+            .await;
+        assert!(header(&hit, "cache-status").contains("; hit;"));
+        assert_eq!(name(hit.json().await.unwrap()), "Old name");
+    }
 
     let resp = app
         .get_as(
             "/v1/audiences/1001",
             &full_token(),
-            &[("cache-control", "no-cache")],
+            &[("cache-control", "upstream-refresh")],
         )
         .await;
     assert_eq!(resp.status(), 200);
-    let ttl = max_age(&header(&resp, "cache-control"));
-    assert_eq!(
-        header(&resp, "cache-status"),
-        format!("audience-gateway; fwd=request; stored; ttl={ttl}")
-    );
+    assert_eq!(ttl(&header(&resp, "cache-status"), REFRESHED), 30);
     let new_etag = header(&resp, "etag");
     assert_ne!(new_etag, old_etag);
     assert_eq!(name(resp.json().await.unwrap()), "New name");
@@ -417,7 +429,7 @@ async fn stale_entry_is_served_when_the_upstream_fails() {
         app.sim().call_count("loadAudience") > loads,
         "expired: the upstream was asked first"
     );
-    assert_eq!(header(&resp, "cache-control"), "private, max-age=0");
+    assert_eq!(header(&resp, "cache-control"), "private, no-cache");
     let status = header(&resp, "cache-status");
     assert!(
         status.starts_with("audience-gateway; fwd=stale; ttl=-")
@@ -453,6 +465,7 @@ async fn beyond_the_stale_window_the_upstream_error_is_returned() {
     let resp = app.get("/v1/audiences/1001").await;
     assert_eq!(resp.status(), 502);
     assert!(header(&resp, "cache-status").is_empty());
+    assert_eq!(header(&resp, "cache-control"), "no-store");
     let body = problem(resp).await;
     assert_eq!(
         body,
@@ -560,4 +573,248 @@ async fn capacity_is_bounded_in_bytes() {
     assert!((1..40).contains(&entries), "{entries} entries");
     assert!((1..=MAX_BYTES).contains(&weighted), "{weighted}");
     assert_eq!(app.sim().call_count("loadAudience"), 40);
+}
+
+#[actix_web::test]
+async fn concurrent_forced_refreshes_share_one_upstream_call() {
+    let upstream = MockServer::start().await;
+    mount_login(&upstream).await;
+    // The miss that fills the entry, then one refresh for all the concurrent ones.
+    Mock::given(method("GET"))
+        .and(path(vendor::load_path(1001)))
+        .respond_with(
+            vendor::ok(vendor::audience(1001, "Subscribers")).set_delay(Duration::from_millis(500)),
+        )
+        .expect(2)
+        .mount(&upstream)
+        .await;
+    let app = spawn_with_upstream(&upstream.uri(), &[]).await;
+    assert_eq!(app.get("/v1/audiences/1001").await.status(), 200);
+
+    let refresh = [("cache-control", "upstream-refresh")];
+    let statuses = join_all((0..20).map(|_| {
+        let app = &app;
+        async move {
+            let resp = app
+                .get_as("/v1/audiences/1001", &full_token(), &refresh)
+                .await;
+            (resp.status().as_u16(), header(&resp, "cache-status"))
+        }
+    }))
+    .await;
+    for (status, cache_status) in &statuses {
+        assert_eq!(*status, 200);
+        assert!(cache_status.starts_with(REFRESHED), "{cache_status}");
+    }
+    upstream.verify().await;
+}
+
+#[actix_web::test]
+async fn writes_answer_the_etag_the_next_write_needs() {
+    let app = spawn_with_sandbox(&[]).await;
+    let resp = app
+        .post(
+            "/v1/audiences",
+            &json!({"name": "Chained", "description": "First", "campaignId": 1}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let created_tag = header(&resp, "etag");
+    let created: serde_json::Value = resp.json().await.unwrap();
+    let path = format!("/v1/audiences/{}", created["id"]);
+
+    // Create, update, delete, each conditional on the tag the previous write answered.
+    let resp = app
+        .client
+        .patch(app.url(&path))
+        .bearer_auth(full_token())
+        .header("if-match", &created_tag)
+        .json(&json!({"description": "Second"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let updated_tag = header(&resp, "etag");
+    assert_ne!(updated_tag, created_tag);
+    let resp = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(full_token())
+        .header("if-match", &updated_tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(app.sim().call_count("deleteAudience"), 1);
+
+    // The created tag is the one a read of the new audience answers.
+    let resp = app
+        .post(
+            "/v1/audiences",
+            &json!({"name": "Read back", "campaignId": 1}),
+        )
+        .await;
+    let tag = header(&resp, "etag");
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"].clone();
+    let read = app.get(&format!("/v1/audiences/{id}")).await;
+    assert_eq!(header(&read, "etag"), tag);
+}
+
+#[actix_web::test]
+async fn platform_accounts_revalidate_and_errors_are_never_stored() {
+    let app = spawn_with_sandbox(&[]).await;
+    let resp = app.get("/v1/platform-accounts").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "cache-control"), "private, no-cache");
+    assert_eq!(header(&resp, "vary"), "Authorization");
+    let etag = header(&resp, "etag");
+    let resp = app
+        .get_as(
+            "/v1/platform-accounts",
+            &full_token(),
+            &[("if-none-match", &etag), ("cache-control", "max-age=0")],
+        )
+        .await;
+    assert_eq!(resp.status(), 304);
+    assert_eq!(header(&resp, "etag"), etag);
+    assert!(header(&resp, "cache-status").starts_with(HIT));
+    let resp = app
+        .get_as(
+            "/v1/platform-accounts",
+            &full_token(),
+            &[("cache-control", "upstream-refresh")],
+        )
+        .await;
+    assert!(header(&resp, "cache-status").starts_with(REFRESHED));
+    assert_eq!(app.sim().call_count("loadPlatformAccounts"), 2);
+
+    // Refused, unknown or expired: never kept by a browser.
+    let mut claims = tokens::claims();
+    claims["exp"] = json!(tokens::now() - 3600);
+    let expired = tokens::hs256(&claims);
+    for resp in [
+        app.client
+            .get(app.url("/v1/platform-accounts"))
+            .send()
+            .await
+            .unwrap(),
+        app.get_as("/v1/platform-accounts", &expired, &[]).await,
+        app.get("/v1/audiences/999999").await,
+    ] {
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+        assert_eq!(header(&resp, "cache-control"), "no-store");
+    }
+}
+
+/// The `loadAudience` count of `audience_gateway_upstream_request_duration_seconds` and the
+/// `revalidate` count of `audience_gateway_cache_lookups_total` in a scrape.
+fn revalidation_counts(metrics: &str) -> (u64, u64) {
+    let count = |prefix: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    (
+        count(
+            "audience_gateway_upstream_request_duration_seconds_count{operation=\"loadAudience\"",
+        ),
+        count("audience_gateway_cache_lookups_total{result=\"revalidate\"}"),
+    )
+}
+
+#[actix_web::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
+    // The second load is the one background refresh for all the reads of the expired entry.
+    let upstream = renamed_once(Duration::from_millis(300)).await;
+    let app = spawn_with_upstream(
+        &upstream.uri(),
+        &[
+            ("GATEWAY_CACHE__TTL_SECS", "2"),
+            ("GATEWAY_CACHE__REVALIDATE_SECS", "60"),
+        ],
+    )
+    .await;
+    let name = |v: serde_json::Value| v["name"].as_str().unwrap().to_string();
+    let first = app.get("/v1/audiences/1001").await;
+    let old_etag = header(&first, "etag");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+
+    let answers = join_all((0..10).map(|_| async {
+        let resp = app.get("/v1/audiences/1001").await;
+        let status = header(&resp, "cache-status");
+        (
+            header(&resp, "etag"),
+            status,
+            name(resp.json().await.unwrap()),
+        )
+    }))
+    .await;
+    for (etag, status, name) in &answers {
+        assert_eq!((etag, name.as_str()), (&old_etag, "Old name"));
+        assert!(
+            status.starts_with("audience-gateway; hit; ttl=-")
+                && status.ends_with("; detail=stale-while-revalidate"),
+            "{status}"
+        );
+    }
+    // The refresh replaces the entry; until then reads keep getting the expired copy.
+    let mut refreshed = None;
+    for _ in 0..200 {
+        let resp = app.get("/v1/audiences/1001").await;
+        if header(&resp, "cache-status").starts_with("audience-gateway; hit; ttl=")
+            && !header(&resp, "cache-status").contains("ttl=-")
+        {
+            refreshed = Some(name(resp.json().await.unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refreshed.as_deref(), Some("New name"));
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let (loads, revalidated) = revalidation_counts(&metrics);
+    assert_eq!(
+        loads, 2,
+        "the miss and the one background refresh: {metrics}"
+    );
+    assert!(revalidated >= 10, "{revalidated}");
+    upstream.verify().await;
+}
+
+#[actix_web::test]
+async fn a_failed_background_refresh_leaves_the_expired_copy() {
+    let app = spawn_with_sandbox(&[
+        ("GATEWAY_CACHE__TTL_SECS", "1"),
+        ("GATEWAY_CACHE__REVALIDATE_SECS", "60"),
+    ])
+    .await;
+    let etag = header(&app.get("/v1/audiences/1001").await, "etag");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.sim().set_down(true);
+    let loads = app.sim().call_count("loadAudience");
+    let resp = app.get("/v1/audiences/1001").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "etag"), etag);
+    // Once the refresh has failed, the next read starts another and is answered the same.
+    for _ in 0..200 {
+        if app.sim().call_count("loadAudience") > loads {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.sim().call_count("loadAudience") > loads,
+        "a refresh was tried"
+    );
+    let resp = app.get("/v1/audiences/1001").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "etag"), etag);
+    assert!(header(&resp, "cache-status").ends_with("detail=stale-while-revalidate"));
+    // Nobody was answered by stale-if-error: the reads were answered before the refresh.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !metrics.contains("audience_gateway_cache_lookups_total{result=\"stale\"}"),
+        "{metrics}"
+    );
 }

@@ -74,7 +74,7 @@ async fn request_id_is_generated_when_absent_or_unusable() {
             .get(app.url("/v1/audiences/1002"))
             .bearer_auth(full_token())
             .header("x-request-id", unusable)
-            .header("cache-control", "no-cache")
+            .header("cache-control", "upstream-refresh")
             .send()
             .await
             .unwrap();

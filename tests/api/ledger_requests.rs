@@ -172,3 +172,40 @@ async fn the_history_needs_the_read_scope_and_is_not_cached() {
     let flow = activate_on(&app, 1001, 501).await;
     assert_eq!(all_flow_ids(&app, 1001, 20).await, vec![flow]);
 }
+
+#[actix_web::test]
+async fn a_history_without_records_exists_only_while_the_vendor_knows_the_audience() {
+    let db = LedgerDb::sqlite();
+    let sim = crate::helpers::redis_server::simulator().await;
+    let app = db.gateway(&sim).await;
+    let history = |id: i64| format!("/v1/audiences/{id}/activations");
+
+    // Known to the vendor, never activated: an empty page.
+    let resp = app.get(&history(1002)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap(),
+        json!({"items": []})
+    );
+    // Unknown to the vendor, no records: 404, as a read of the audience is.
+    let resp = app.get(&history(999_999)).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(header(&resp, "cache-control"), "no-store");
+    assert_eq!(problem(resp).await["code"], "not_found");
+
+    // Deleted without an activation: 404. Deleted with activations: the history stays, and
+    // a filter matching none of them is an empty page.
+    assert_eq!(app.delete("/v1/audiences/1002").await.status(), 204);
+    assert_eq!(app.get(&history(1002)).await.status(), 404);
+    assert_eq!(activate(&app, &full_token()).await.status(), 201);
+    assert_eq!(app.delete("/v1/audiences/1001").await.status(), 204);
+    let kept: serde_json::Value = app.get(&history(1001)).await.json().await.unwrap();
+    assert_eq!(kept["items"].as_array().map(Vec::len), Some(1), "{kept}");
+    assert!(kept["items"][0]["audienceDeletedAt"].is_string(), "{kept}");
+    let none = app.get(&format!("{}?accountId=503", history(1001))).await;
+    assert_eq!(none.status(), 200);
+    assert_eq!(
+        none.json::<serde_json::Value>().await.unwrap()["items"],
+        json!([])
+    );
+}

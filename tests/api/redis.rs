@@ -10,9 +10,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use audience_gateway::domain::AudiencePatch;
 use audience_gateway::limits::{ActivationLimiter, Decision, LocalLimiter};
 use audience_gateway::metrics::Metrics;
 use audience_gateway::startup::SharedState;
+use audience_gateway::telemetry::CallContext;
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -322,4 +324,68 @@ async fn a_cluster_is_found_from_any_seed_even_when_the_first_is_gone() {
     let b = replica(&sim, &redis, &burst).await;
     let bearer = token("heidi", &["audiences:activate"]);
     assert_eq!(admitted_of_eight(&a, &b, &bearer).await, 5);
+}
+
+#[actix_web::test]
+async fn a_purge_on_one_replica_drops_the_copies_on_every_replica() {
+    let redis = RedisDeployment::start(Topology::Server);
+    let sim = simulator().await;
+    let a = replica(&sim, &redis, &[]).await;
+    let b = replica(&sim, &redis, &[]).await;
+    let name = |v: serde_json::Value| v["name"].as_str().unwrap_or_default().to_string();
+    for app in [&a, &b] {
+        assert_eq!(app.get("/v1/audiences/1001").await.status(), 200);
+        assert_eq!(app.get("/v1/platform-accounts").await.status(), 200);
+    }
+
+    // Changed in the vendor's own UI: no replica hears of it, both keep serving the old copy.
+    let patch = AudiencePatch {
+        name: Some("Renamed at the vendor".into()),
+        description: None,
+    };
+    let ctx = CallContext::default();
+    let renamed = a
+        .state
+        .upstream
+        .update_audience(&ctx, 1001, "Renamed at the vendor", &patch)
+        .await;
+    assert!(renamed.is_ok(), "{renamed:?}");
+    let hit = b.get("/v1/audiences/1001").await;
+    assert!(header(&hit, "cache-status").contains("; hit;"));
+    assert_eq!(name(hit.json().await.unwrap()), "Newsletter subscribers");
+
+    // Only the operator scope may purge.
+    let purge = |bearer: String| {
+        a.client
+            .delete(a.url("/v1/audiences/1001/cache"))
+            .bearer_auth(bearer)
+            .send()
+    };
+    let refused = purge(token("writer", &["audiences:write", "audiences:delete"]))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(problem(refused).await["code"], "insufficient_scope");
+    let purged = purge(token("operator", &["cache:purge"])).await.unwrap();
+    assert_eq!(purged.status(), 204);
+    assert_eq!(header(&purged, "cache-control"), "");
+
+    // On A at once; on B once the message arrived: the next reads come from the vendor.
+    assert_eq!(a.state.cache.usage().await.0, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.state.cache.usage().await.0 > 0 {
+        assert!(Instant::now() < deadline, "B never dropped the audience");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for app in [&a, &b] {
+        let read = app.get("/v1/audiences/1001").await;
+        assert!(header(&read, "cache-status").contains("fwd=uri-miss"));
+        assert_eq!(name(read.json().await.unwrap()), "Renamed at the vendor");
+        let accounts = app.get("/v1/platform-accounts").await;
+        assert!(
+            header(&accounts, "cache-status").contains("fwd=uri-miss"),
+            "{}",
+            header(&accounts, "cache-status")
+        );
+    }
 }

@@ -353,3 +353,67 @@ async fn an_unreachable_collector_fails_no_request() {
         "exits cleanly: {text}"
     );
 }
+
+#[actix_web::test]
+async fn a_background_revalidation_is_a_traced_vendor_call_in_the_reads_trace() {
+    let receiver = OtlpReceiver::start().await;
+    let (sim, child, base) = serve_binary_with_simulator(&[
+        ("GATEWAY_CACHE__TTL_SECS", "1"),
+        ("GATEWAY_CACHE__REVALIDATE_SECS", "60"),
+        ("GATEWAY_LOG__FORMAT", "json"),
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let bearer = token("tracer", &ALL_SCOPES);
+    let get = |rid: String| {
+        client
+            .get(format!("{base}/v1/audiences/1001"))
+            .bearer_auth(&bearer)
+            .header("x-request-id", rid)
+            .send()
+    };
+    assert_eq!(get("tr-fill".into()).await.unwrap().status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let stale = get("tr-swr".into()).await.unwrap();
+    assert!(
+        header(&stale, "cache-status").ends_with("detail=stale-while-revalidate"),
+        "{}",
+        header(&stale, "cache-status")
+    );
+    // Until the refresh landed (the next read is then a fresh hit).
+    for n in 0.. {
+        let resp = get(format!("tr-poll-{n}")).await.unwrap();
+        if !header(&resp, "cache-status").contains("ttl=-") || n == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop_binary(child);
+    let spans = receiver.spans();
+    receiver.stop().await;
+    sim.stop().await;
+
+    let read = server_span(&spans, "tr-swr");
+    assert!(read
+        .attr("audience_gateway.cache_status")
+        .is_some_and(|s| s.contains("stale-while-revalidate")));
+    let refresh: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.span.name == "cache.revalidate")
+        .collect();
+    assert_eq!(refresh.len(), 1, "one background refresh: {refresh:#?}");
+    assert_eq!(
+        refresh[0].trace_id(),
+        read.trace_id(),
+        "in the read's trace"
+    );
+    let calls = children(&spans, refresh[0]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].span.name, "loadAudience");
+    assert_eq!(calls[0].span.kind, 3, "CLIENT");
+}

@@ -137,7 +137,7 @@ async fn refusals_never_open_the_circuit_nor_are_answered_from_a_stale_copy() {
         .client
         .get(app.url("/v1/audiences/1001"))
         .bearer_auth(full_token())
-        .header("cache-control", "no-cache")
+        .header("cache-control", "upstream-refresh")
         .send()
         .await
         .unwrap();

@@ -43,8 +43,8 @@ async function getAudience(page) {
   if (await tryOut.isVisible()) await tryOut.click();
   const id = op.locator('tr[data-param-name="id"] input');
   await id.fill('1001');
-  // A cached copy would do, but a fresh read shows the call really reaches the upstream.
-  await op.locator('tr[data-param-name="Cache-Control"] input').fill('no-cache');
+  // A cached copy would do, but a forced refresh shows the call really reaches the upstream.
+  await op.locator('tr[data-param-name="Cache-Control"] input').fill('upstream-refresh');
   await op.locator('button', { hasText: 'Execute' }).click();
   const live = op.locator('.live-responses-table');
   const status = live.locator('.response .response-col_status').first();

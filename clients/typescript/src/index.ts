@@ -7,7 +7,9 @@
  * - a bearer token asked from a provider on every request, so a refreshed token is used;
  * - errors thrown as {@link ProblemError}, the RFC 9457 body typed, with `Retry-After`;
  * - an `Idempotency-Key` made for every create and activation unless the caller passes one;
- * - `If-Match` taken from the `ETag` of an audience read before;
+ * - `If-Match` taken from the `ETag` of an audience read, created or updated before, so
+ *   create, update and delete chain without a read in between;
+ * - reads that revalidate with the gateway's cache, apart from a forced vendor refresh;
  * - audience ids as {@link AudienceId}: 64-bit, so also a `bigint` or decimal text.
  * `AudienceGateway.raw` is the openapi-fetch client itself, with the same token, for
  * anything this module does not wrap.
@@ -81,6 +83,16 @@ export interface Cached<T> extends Versioned<T> {
   cacheStatus: string | undefined;
 }
 
+/** The answer to an activation: the audience changed at the vendor. */
+export interface Activated extends Idempotent<Activation> {
+  /**
+   * Always `true`: an activation changes the audience (its activation status), so an
+   * `ETag` read, created or updated before it is stale and a conditional update or delete
+   * with it fails with `precondition_failed`. Read the audience again first.
+   */
+  readonly audienceChanged: true;
+}
+
 /** The answer to a create or activation sent with an `Idempotency-Key`. */
 export interface Idempotent<T> extends Reply<T> {
   /** The key sent: pass it again to retry the same call safely. */
@@ -97,8 +109,19 @@ export interface IdempotencyOptions {
 
 /** Options of a cached read. */
 export interface ReadOptions {
-  /** Ask the gateway to read through to the vendor and refresh its cache. */
-  noCache?: boolean;
+  /**
+   * Revalidate any copy a cache between the page and the gateway holds (`fetch`'s
+   * `cache: "no-cache"`): the read is answered by the gateway, from its own cache, which
+   * every write through the gateway keeps current. A browser revalidates the gateway's
+   * `Cache-Control: private, no-cache` answers anyway; this also covers a copy kept under
+   * another policy.
+   */
+  revalidate?: boolean;
+  /**
+   * Force a read from the vendor (`Cache-Control: upstream-refresh`) that replaces the
+   * gateway's cached copy: for an audience changed outside the gateway. Costs a vendor call.
+   */
+  refresh?: boolean;
 }
 
 /**
@@ -178,37 +201,49 @@ export class AudienceGateway {
     return reply(await this.raw.POST("/v1/campaigns", { body }));
   }
 
-  /** `POST /v1/audiences`, with an `Idempotency-Key`. */
+  /**
+   * `POST /v1/audiences`, with an `Idempotency-Key`. The answer carries the new audience's
+   * `ETag`: pass it to {@link updateAudience} or {@link deleteAudience} without a read.
+   */
   async createAudience(
     body: NewAudience,
     options: IdempotencyOptions = {},
-  ): Promise<Idempotent<Audience>> {
-    return this.idempotent(options, (header) =>
+  ): Promise<Idempotent<Audience> & Versioned<Audience>> {
+    const answer = await this.idempotent(options, (header) =>
       this.raw.POST("/v1/audiences", { body, params: { header } }),
     );
+    return versioned(answer);
   }
 
-  /** `GET /v1/audiences/{id}`, with its `ETag` and `Cache-Status`. */
+  /**
+   * `GET /v1/audiences/{id}`, with its `ETag` and `Cache-Status`. Served from the gateway's
+   * cache unless `options.refresh`; see {@link ReadOptions}.
+   */
   async getAudience(id: AudienceId, options: ReadOptions = {}): Promise<Cached<Audience>> {
     const params = { path: { id: pathId(id) }, header: readHeaders(options) };
-    return cached(await this.raw.GET("/v1/audiences/{id}", { params }));
+    return cached(await this.raw.GET("/v1/audiences/{id}", { params, ...readInit(options) }));
   }
 
   /** `GET /v1/audiences/{id}/insights`. */
   async getAudienceInsights(id: AudienceId, options: ReadOptions = {}): Promise<Cached<Insights>> {
     const params = { path: { id: pathId(id) }, header: readHeaders(options) };
-    return cached(await this.raw.GET("/v1/audiences/{id}/insights", { params }));
+    return cached(
+      await this.raw.GET("/v1/audiences/{id}/insights", { params, ...readInit(options) }),
+    );
   }
 
   /** `GET /v1/audiences/{id}/uploads`: upload events, newest first. */
   async listAudienceUploads(id: AudienceId, options: ReadOptions = {}): Promise<Cached<Uploads>> {
     const params = { path: { id: pathId(id) }, header: readHeaders(options) };
-    return cached(await this.raw.GET("/v1/audiences/{id}/uploads", { params }));
+    return cached(
+      await this.raw.GET("/v1/audiences/{id}/uploads", { params, ...readInit(options) }),
+    );
   }
 
   /**
-   * `PATCH /v1/audiences/{id}`. Given an audience read before, the update is sent with its
-   * `ETag` in `If-Match` and fails with `precondition_failed` (412) if it changed since.
+   * `PATCH /v1/audiences/{id}`. Given an audience read, created or updated before, the
+   * update is sent with its `ETag` in `If-Match` and fails with `precondition_failed` (412)
+   * if it changed since. The answer carries the new `ETag`, for the next write.
    */
   async updateAudience(
     target: AudienceId | Versioned<Audience>,
@@ -227,18 +262,23 @@ export class AudienceGateway {
     return { data: undefined, requestId: header(response, "x-request-id"), response };
   }
 
-  /** `POST /v1/audiences/{id}/activations`, with an `Idempotency-Key`. */
+  /**
+   * `POST /v1/audiences/{id}/activations`, with an `Idempotency-Key`. The audience changes
+   * at the vendor ({@link Activated.audienceChanged}): read it again before a conditional
+   * write.
+   */
   async activateAudience(
     id: AudienceId,
     body: NewActivation,
     options: IdempotencyOptions = {},
-  ): Promise<Idempotent<Activation>> {
-    return this.idempotent(options, (header) =>
+  ): Promise<Activated> {
+    const answer = await this.idempotent(options, (header) =>
       this.raw.POST("/v1/audiences/{id}/activations", {
         body,
         params: { path: { id: pathId(id) }, header },
       }),
     );
+    return { ...answer, audienceChanged: true };
   }
 
   /** Sends a call of an idempotent operation with the caller's key or a new one. */
@@ -267,7 +307,8 @@ function reply<T, E>(outcome: Outcome<T, E>): Reply<T> {
   return { data, requestId: header(response, "x-request-id"), response };
 }
 
-function versioned<T>(answer: Reply<T>): Versioned<T> {
+/** `answer` with its `ETag`. */
+function versioned<A extends Reply<unknown>>(answer: A): A & { etag: string } {
   const etag = header(answer.response, "etag");
   if (etag === undefined) {
     // A browser hides response headers the gateway's CORS does not expose.
@@ -282,7 +323,11 @@ function cached<T, E>(outcome: Outcome<T, E>): Cached<T> {
 }
 
 function readHeaders(options: ReadOptions): { "Cache-Control"?: string } {
-  return options.noCache ? { "Cache-Control": "no-cache" } : {};
+  return options.refresh ? { "Cache-Control": "upstream-refresh" } : {};
+}
+
+function readInit(options: ReadOptions): { cache?: RequestCache } {
+  return options.revalidate ? { cache: "no-cache" } : {};
 }
 
 function audienceId(target: AudienceId | Versioned<Audience>): number {

@@ -34,8 +34,10 @@ export interface paths {
         /**
          * List platform accounts
          * @description The ad platform accounts audiences can be activated on. Platform access tokens are never
-         *     included. Cached by the gateway; when the upstream fails, a recently expired copy is
-         *     served and marked stale in `Cache-Status`.
+         *     included. Cached by the gateway with the rules of the audience reads (see "Get an
+         *     audience"): revalidate with `If-None-Match` for a `304`, send
+         *     `Cache-Control: upstream-refresh` to force a read from the Digital Audience API; when the
+         *     upstream fails, a recently expired copy is served and marked stale in `Cache-Status`.
          */
         get: operations["listPlatformAccounts"];
         put?: never;
@@ -57,9 +59,10 @@ export interface paths {
         put?: never;
         /**
          * Create an audience
-         * @description Creates a CRM audience in a campaign. Send an `Idempotency-Key` to make retries safe: a
-         *     repeated request with the same key and body returns the original response (marked with
-         *     `Idempotent-Replayed: ?1`) without creating a second audience.
+         * @description Creates a CRM audience in a campaign and answers it with its `ETag`, so a conditional
+         *     update or delete can follow without a read. Send an `Idempotency-Key` to make retries
+         *     safe: a repeated request with the same key and body returns the original response
+         *     (marked with `Idempotent-Replayed: ?1`) without creating a second audience.
          */
         post: operations["createAudience"];
         delete?: never;
@@ -77,10 +80,15 @@ export interface paths {
         };
         /**
          * Get an audience
-         * @description Served from the gateway's cache while fresh. Send `Cache-Control: no-cache` to force a
-         *     read from the Digital Audience API, and `If-None-Match` with a previous `ETag` to get
-         *     `304 Not Modified` when nothing changed. When the upstream fails, a recently expired copy
-         *     is served and marked stale in `Cache-Status`.
+         * @description Served from the gateway's cache while fresh; every write through the gateway drops the
+         *     cached copy. Answers carry `Cache-Control: private, no-cache` and `Vary: Authorization`,
+         *     so a browser revalidates each reuse with `If-None-Match`, answered `304 Not Modified`
+         *     from the gateway's cache after the token is checked. `Cache-Control: no-cache` or
+         *     `max-age=0` (and `Pragma: no-cache`) are such revalidations and served from the gateway's
+         *     cache too; send `Cache-Control: upstream-refresh` to force a read from the Digital
+         *     Audience API (concurrent ones share one call). When the upstream fails, a recently
+         *     expired copy is served and marked stale in `Cache-Status`. Errors carry
+         *     `Cache-Control: no-store`.
          */
         get: operations["getAudience"];
         put?: never;
@@ -96,7 +104,8 @@ export interface paths {
         /**
          * Update an audience
          * @description Changes name and/or description. An absent name keeps the current one. Send `If-Match`
-         *     with the `ETag` you read to fail with 412 if the audience changed meanwhile.
+         *     with the `ETag` you read (or that the create or the last update answered) to fail with
+         *     412 if the audience changed meanwhile; the answer carries the new `ETag`.
          */
         patch: operations["updateAudience"];
         trace?: never;
@@ -112,8 +121,10 @@ export interface paths {
          * List an audience's activations
          * @description The activations made through the gateway, newest first, a page at a time: pass the
          *     `nextCursor` of a page as `cursor` to get the next one, with the same filters. The
-         *     history is kept when the audience is deleted (`audienceDeletedAt`); an audience never
-         *     activated through the gateway has an empty history.
+         *     history is kept when the audience is deleted (`audienceDeletedAt`), so a deleted audience
+         *     with activations still answers them. An audience without any activation answers an empty
+         *     page while the Digital Audience API knows it, and `404` when it does not (never created,
+         *     or deleted before any activation).
          */
         get: operations["listAudienceActivations"];
         put?: never;
@@ -190,6 +201,29 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/audiences/{id}/cache": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Purge an audience from the gateway's cache
+         * @description Drops the cached copies of the audience (with its insights and uploads) and of the platform
+         *     accounts, on every replica, so the next reads come from the Digital Audience API: for an
+         *     audience or account changed in the vendor's own UI. The audience need not exist; nothing
+         *     is asked of the vendor. Needs the operator scope `cache:purge`.
+         */
+        delete: operations["purgeAudienceCache"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1154,7 +1188,19 @@ export interface operations {
     listPlatformAccounts: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
+                 * @example "9f86d081884c7d659a2feaa0c55ad015"
+                 */
+                "If-None-Match"?: string;
+                /**
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
+                 */
+                "Cache-Control"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1163,10 +1209,14 @@ export interface operations {
             /** @description The platform accounts */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1196,6 +1246,23 @@ export interface operations {
                      */
                     "application/json": components["schemas"]["PlatformAccountList"];
                 };
+            };
+            /** @description Not modified: the `If-None-Match` ETag is current */
+            304: {
+                headers: {
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
+                    "Cache-Control"?: string;
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
+                    "Cache-Status"?: string;
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
+                    /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
@@ -1235,6 +1302,8 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    /** @description Strong entity tag of the created audience, as `GET` answers it: send it in `If-Match` to update or delete it */
+                    ETag?: string;
                     /** @description `?1` when this is a replay of an earlier response */
                     "Idempotent-Replayed"?: string;
                     /** @description URL of the new audience */
@@ -1294,13 +1363,14 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag from a previous response
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
                  * @example "9f86d081884c7d659a2feaa0c55ad015"
                  */
                 "If-None-Match"?: string;
                 /**
-                 * @description `no-cache` (or `max-age=0`) bypasses the gateway cache
-                 * @example no-cache
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
                  */
                 "Cache-Control"?: string;
             };
@@ -1318,12 +1388,14 @@ export interface operations {
             /** @description The audience */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1364,12 +1436,14 @@ export interface operations {
             /** @description Not modified: the `If-None-Match` ETag is current */
             304: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1392,8 +1466,10 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag the change is based on; 412 if the audience changed since
-                 * @example "9f86d081884c7d659a2feaa0c55ad015"
+                 * @description ETag the change is based on (as a read, the create or the last update answered it,
+                 *     e.g. `"9f86d081884c7d659a2feaa0c55ad015"`): 412 if the audience changed since. `*`
+                 *     holds for any current version.
+                 * @example *
                  */
                 "If-Match"?: string;
             };
@@ -1434,8 +1510,10 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag the change is based on; 412 if the audience changed since
-                 * @example "9f86d081884c7d659a2feaa0c55ad015"
+                 * @description ETag the change is based on (as a read, the create or the last update answered it,
+                 *     e.g. `"9f86d081884c7d659a2feaa0c55ad015"`): 412 if the audience changed since. `*`
+                 *     holds for any current version.
+                 * @example *
                  */
                 "If-Match"?: string;
             };
@@ -1746,13 +1824,14 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag from a previous response
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
                  * @example "9f86d081884c7d659a2feaa0c55ad015"
                  */
                 "If-None-Match"?: string;
                 /**
-                 * @description `no-cache` (or `max-age=0`) bypasses the gateway cache
-                 * @example no-cache
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
                  */
                 "Cache-Control"?: string;
             };
@@ -1770,12 +1849,14 @@ export interface operations {
             /** @description Insights of the audience */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1807,12 +1888,14 @@ export interface operations {
             /** @description Not modified: the `If-None-Match` ETag is current */
             304: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1835,13 +1918,14 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description ETag from a previous response
+                 * @description ETag from a previous response: `304 Not Modified` when it is current
                  * @example "9f86d081884c7d659a2feaa0c55ad015"
                  */
                 "If-None-Match"?: string;
                 /**
-                 * @description `no-cache` (or `max-age=0`) bypasses the gateway cache
-                 * @example no-cache
+                 * @description `upstream-refresh` forces a read from the Digital Audience API; `no-cache` and
+                 *     `max-age=0` (a browser's revalidation) are answered from the gateway's cache
+                 * @example upstream-refresh
                  */
                 "Cache-Control"?: string;
             };
@@ -1859,12 +1943,14 @@ export interface operations {
             /** @description Upload events, newest first */
             200: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -1891,12 +1977,49 @@ export interface operations {
             /** @description Not modified: the `If-None-Match` ETag is current */
             304: {
                 headers: {
-                    /** @description `private, max-age=<seconds of freshness left>` */
+                    /** @description `private, no-cache`: revalidate with the gateway before reusing a copy */
                     "Cache-Control"?: string;
-                    /** @description RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale) */
+                    /** @description RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale) */
                     "Cache-Status"?: string;
                     /** @description Strong entity tag of this representation */
                     ETag?: string;
+                    /** @description `Authorization` (and `Origin` where CORS is configured) */
+                    Vary?: string;
+                    /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableEntity"];
+            500: components["responses"]["InternalError"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    purgeAudienceCache: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Audience id
+                 * @example 1001
+                 */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Dropped from the cache of every replica */
+            204: {
+                headers: {
                     /** @description Request id: the caller's `X-Request-Id` when acceptable, otherwise a new UUID */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;

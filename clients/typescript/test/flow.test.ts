@@ -167,6 +167,7 @@ describe("the client against a sandbox gateway", () => {
     const body = { name: "Newsletter", description: "Opt-in list", campaignId };
     const audience = await gw.createAudience(body);
     assert.equal(audience.response.status, 201);
+    assert.match(audience.etag, /^"[0-9a-f]+"$/);
     assert.match(audience.idempotencyKey, UUID);
     assert.equal(audience.replayed, false);
     assert.equal(audience.response.headers.get("location"), `/v1/audiences/${audience.data.id}`);
@@ -186,12 +187,36 @@ describe("the client against a sandbox gateway", () => {
     assert.deepEqual(first.data, created);
     assert.match(first.cacheStatus ?? "", /^audience-gateway; fwd=uri-miss; stored/);
     assert.match(first.etag, /^"[0-9a-f]+"$/);
+    assert.equal(first.response.headers.get("cache-control"), "private, no-cache");
 
     const second = await gw.getAudience(created.id);
     assert.match(second.cacheStatus ?? "", /^audience-gateway; hit; ttl=\d+$/);
     assert.equal(second.etag, first.etag);
     assert.deepEqual(second.data, created);
     read = second;
+  });
+
+  it("revalidates through the gateway's cache, and refreshes from the vendor on request", async () => {
+    const loads = (await vendorCalls(sandbox))["loadAudience"] ?? 0;
+    const revalidated = await gw.getAudience(created.id, { revalidate: true });
+    assert.match(revalidated.cacheStatus ?? "", /^audience-gateway; hit;/);
+    assert.equal((await vendorCalls(sandbox))["loadAudience"] ?? 0, loads);
+
+    const refreshed = await gw.getAudience(created.id, { refresh: true });
+    assert.match(refreshed.cacheStatus ?? "", /^audience-gateway; fwd=request; stored/);
+    assert.equal(refreshed.etag, read.etag);
+    assert.equal((await vendorCalls(sandbox))["loadAudience"] ?? 0, loads + 1);
+  });
+
+  it("chains create, update and delete on the ETags the writes answer, with no read", async () => {
+    const made = await gw.createAudience({ name: "Chained", campaignId });
+    const renamed = await gw.updateAudience(made, { name: "Chained, renamed" });
+    assert.equal(renamed.data.name, "Chained, renamed");
+    assert.notEqual(renamed.etag, made.etag);
+    const described = await gw.updateAudience(renamed, { description: "Second update" });
+    await problem(gw.deleteAudience(renamed), 412, "precondition_failed");
+    assert.equal((await gw.deleteAudience(described)).response.status, 204);
+    await problem(gw.getAudience(made.data.id), 404, "not_found");
   });
 
   it("updates with If-Match from the read, and a stale ETag gets 412", async () => {
@@ -220,6 +245,7 @@ describe("the client against a sandbox gateway", () => {
     assert.equal(first.response.status, 201);
     assert.equal(first.replayed, false);
     assert.equal(first.idempotencyKey, key);
+    assert.equal(first.audienceChanged, true);
     assert.deepEqual([first.data.audienceId, first.data.accountId], [created.id, 501]);
     assert.match(first.data.flowId, UUID);
 

@@ -30,14 +30,18 @@ fn rate_headers(resp: &mut HttpResponse, state: &AppState, decision: Option<&Dec
 /// The account's name from the platform-account list (through the cache); `None` when the
 /// list cannot be had or does not hold the account: the name is informative only.
 async fn account_name(state: &AppState, ctx: &CallContext, account_id: i64) -> Option<String> {
-    let (body, _) = match state.cache.platform_accounts(&state.upstream, ctx).await {
+    let (list, _) = match state
+        .cache
+        .platform_accounts(&state.upstream, ctx, false)
+        .await
+    {
         Ok(found) => found,
         Err(e) => {
             tracing::debug!(error = %e, "no platform account name for the ledger");
             return None;
         }
     };
-    let list: PlatformAccountList = serde_json::from_slice(&body).ok()?;
+    let list: PlatformAccountList = serde_json::from_slice(&list.body).ok()?;
     list.items.into_iter().find(|a| a.id == account_id)?.name
 }
 

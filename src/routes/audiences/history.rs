@@ -1,6 +1,7 @@
 //! The activation history of an audience, read from the ledger: a page at a time, newest
 //! first, or one activation by its flow id (where an activation's `Location` points).
-//! Never cached: the history grows with every activation, on any replica.
+//! Never cached: the history grows with every activation, on any replica. An audience with
+//! no record at all has a history only while the vendor knows it (else `404`).
 
 use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpRequest, HttpResponse};
@@ -9,10 +10,12 @@ use utoipa::IntoParams;
 
 use super::AudienceId;
 use crate::auth::{Authorized, Read};
+use crate::cache::View;
 use crate::domain::{check_date, check_id, ActivationHistory, ActivationRecord};
 use crate::error::ApiError;
 use crate::ledger::{Cursor, Query, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::{json, path_id};
+use crate::telemetry::RequestContext;
 use crate::AppState;
 
 /// The query of a history page, as sent: [`HistoryQuery::query`] checks it, so each
@@ -118,8 +121,10 @@ impl HistoryQuery {
 ///
 /// The activations made through the gateway, newest first, a page at a time: pass the
 /// `nextCursor` of a page as `cursor` to get the next one, with the same filters. The
-/// history is kept when the audience is deleted (`audienceDeletedAt`); an audience never
-/// activated through the gateway has an empty history.
+/// history is kept when the audience is deleted (`audienceDeletedAt`), so a deleted audience
+/// with activations still answers them. An audience without any activation answers an empty
+/// page while the Digital Audience API knows it, and `404` when it does not (never created,
+/// or deleted before any activation).
 #[utoipa::path(
     operation_id = "listAudienceActivations",
     tag = "audiences",
@@ -134,16 +139,37 @@ pub(super) async fn list_activations(
     _auth: Authorized<Read>,
     state: web::Data<AppState>,
     req: HttpRequest,
+    ctx: RequestContext,
     id: web::Path<AudienceId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.get()?;
     let query = HistoryQuery::from_request(&req)?.query(id)?;
     let (rows, next) = state.ledger.list(query).await?;
+    if rows.is_empty() && !has_records(&state, id).await? {
+        // No history at all: the audience must exist at the vendor (a 404 problem if not).
+        state
+            .cache
+            .read(&state.upstream, &ctx.0, id, false, View::Audience)
+            .await?;
+    }
     let page = ActivationHistory {
         items: rows.into_iter().map(ActivationRecord::from).collect(),
         next_cursor: next.map(|c| c.encode()),
     };
     json(StatusCode::OK, &page)
+}
+
+/// Whether the ledger holds any activation of audience `id`, whatever the filters.
+async fn has_records(state: &AppState, id: i64) -> Result<bool, ApiError> {
+    let any = Query {
+        audience_id: id,
+        limit: 1,
+        after: None,
+        since: None,
+        until: None,
+        account_id: None,
+    };
+    Ok(!state.ledger.list(any).await?.0.is_empty())
 }
 
 /// The path of one activation.

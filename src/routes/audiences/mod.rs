@@ -1,9 +1,10 @@
 //! `/v1/audiences`: reads (cached: [`read`]), create, update and delete ([`write`]),
-//! activations ([`activate`]) and their history ([`history`]), plus what they share: the path and header parameters of
+//! activations ([`activate`]) and their history ([`history`]), the cache purge ([`purge`]), plus what they share: the path and header parameters of
 //! the OpenAPI document and the `Idempotency-Key` handling.
 
 mod activate;
 mod history;
+mod purge;
 mod read;
 mod write;
 
@@ -33,7 +34,8 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(history::list_activations)
         .service(history::get_activation)
         .service(read::get_insights)
-        .service(read::get_uploads);
+        .service(read::get_uploads)
+        .service(purge::purge_audience_cache);
 }
 
 /// The `{id}` path parameter, as sent: [`AudienceId::get`] checks it, so a malformed id
@@ -53,33 +55,14 @@ impl AudienceId {
     }
 }
 
-/// The request headers of a cached read (the cache layer and `cache::layer::respond` read
-/// them).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct ReadHeaders {
-    /// ETag from a previous response
-    #[param(
-        rename = "If-None-Match",
-        nullable = false,
-        example = "\"9f86d081884c7d659a2feaa0c55ad015\""
-    )]
-    pub if_none_match: Option<String>,
-    /// `no-cache` (or `max-age=0`) bypasses the gateway cache
-    #[param(rename = "Cache-Control", nullable = false, example = "no-cache")]
-    pub cache_control: Option<String>,
-}
-
 /// The `If-Match` request header of an update or delete (read in `write`).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IfMatchHeader {
-    /// ETag the change is based on; 412 if the audience changed since
-    #[param(
-        rename = "If-Match",
-        nullable = false,
-        example = "\"9f86d081884c7d659a2feaa0c55ad015\""
-    )]
+    /// ETag the change is based on (as a read, the create or the last update answered it,
+    /// e.g. `"9f86d081884c7d659a2feaa0c55ad015"`): 412 if the audience changed since. `*`
+    /// holds for any current version.
+    #[param(rename = "If-Match", nullable = false, example = "*")]
     pub if_match: Option<String>,
 }
 

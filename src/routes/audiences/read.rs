@@ -4,12 +4,13 @@
 
 use actix_web::{get, web, HttpRequest, HttpResponse};
 
-use super::{AudienceId, ReadHeaders};
+use super::AudienceId;
 use crate::auth::{Authorized, Read};
-use crate::cache::layer::{respond, wants_refresh};
+use crate::cache::layer::{forces_refresh, respond};
 use crate::cache::View;
 use crate::domain::{Audience, Insights, Uploads};
 use crate::error::ApiError;
+use crate::routes::ReadHeaders;
 use crate::telemetry::RequestContext;
 use crate::AppState;
 
@@ -24,17 +25,22 @@ async fn read(
     let id = id.get()?;
     let (rep, outcome) = state
         .cache
-        .read(&state.upstream, &ctx.0, id, wants_refresh(req), view)
+        .read(&state.upstream, &ctx.0, id, forces_refresh(req), view)
         .await?;
     Ok(respond(&state.cache, req, &rep, outcome))
 }
 
 /// Get an audience
 ///
-/// Served from the gateway's cache while fresh. Send `Cache-Control: no-cache` to force a
-/// read from the Digital Audience API, and `If-None-Match` with a previous `ETag` to get
-/// `304 Not Modified` when nothing changed. When the upstream fails, a recently expired copy
-/// is served and marked stale in `Cache-Status`.
+/// Served from the gateway's cache while fresh; every write through the gateway drops the
+/// cached copy. Answers carry `Cache-Control: private, no-cache` and `Vary: Authorization`,
+/// so a browser revalidates each reuse with `If-None-Match`, answered `304 Not Modified`
+/// from the gateway's cache after the token is checked. `Cache-Control: no-cache` or
+/// `max-age=0` (and `Pragma: no-cache`) are such revalidations and served from the gateway's
+/// cache too; send `Cache-Control: upstream-refresh` to force a read from the Digital
+/// Audience API (concurrent ones share one call). When the upstream fails, a recently
+/// expired copy is served and marked stale in `Cache-Status`. Errors carry
+/// `Cache-Control: no-store`.
 #[utoipa::path(
     operation_id = "getAudience",
     tag = "audiences",
@@ -42,13 +48,15 @@ async fn read(
     responses(
         (status = 200, description = "The audience", body = Audience, headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
-            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
         (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
-            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
@@ -75,13 +83,15 @@ pub(super) async fn get_audience(
     responses(
         (status = 200, description = "Insights of the audience", body = Insights, headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
-            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
         (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
-            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))
@@ -108,13 +118,15 @@ pub(super) async fn get_insights(
     responses(
         (status = 200, description = "Upload events, newest first", body = Uploads, headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
-            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
         (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(
             ("ETag" = String, description = "Strong entity tag of this representation"),
-            ("Cache-Control" = String, description = "`private, max-age=<seconds of freshness left>`"),
-            ("Cache-Status" = String, description = "RFC 9211 cache status: hit, miss (fwd=uri-miss) or stale (fwd=stale)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the gateway before reusing a copy"),
+            ("Vary" = String, description = "`Authorization` (and `Origin` where CORS is configured)"),
+            ("Cache-Status" = String, description = "RFC 9211 cache status: hit (an expired copy with `detail=stale-while-revalidate`), miss (fwd=uri-miss), refreshed (fwd=request) or stale (fwd=stale)"),
         )),
     ),
     security(("bearer" = ["audiences:read"]))

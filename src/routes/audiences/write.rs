@@ -7,21 +7,23 @@ use actix_web::http::header::{self, Header, IfMatch};
 use actix_web::http::StatusCode;
 use actix_web::{delete, patch, post, web, HttpRequest, HttpResponse};
 
-use super::{idempotent, stored, AudienceId, IdempotencyKey, IfMatchHeader};
+use super::{idempotent, AudienceId, IdempotencyKey, IfMatchHeader};
 use crate::auth::{Authorized, Delete, Write};
 use crate::cache::{Representation, View};
 use crate::domain::{Audience, AudiencePatch, NewAudience};
 use crate::error::ApiError;
-use crate::routes::{json, json_bytes, JsonBody};
+use crate::idempotency::StoredResponse;
+use crate::routes::{json_bytes, JsonBody};
 use crate::telemetry::CallContext;
 use crate::telemetry::RequestContext;
 use crate::AppState;
 
 /// Create an audience
 ///
-/// Creates a CRM audience in a campaign. Send an `Idempotency-Key` to make retries safe: a
-/// repeated request with the same key and body returns the original response (marked with
-/// `Idempotent-Replayed: ?1`) without creating a second audience.
+/// Creates a CRM audience in a campaign and answers it with its `ETag`, so a conditional
+/// update or delete can follow without a read. Send an `Idempotency-Key` to make retries
+/// safe: a repeated request with the same key and body returns the original response
+/// (marked with `Idempotent-Replayed: ?1`) without creating a second audience.
 #[utoipa::path(
     operation_id = "createAudience",
     tag = "audiences",
@@ -30,6 +32,7 @@ use crate::AppState;
     responses(
         (status = 201, description = "Created", body = Audience, headers(
             ("Location" = String, description = "URL of the new audience"),
+            ("ETag" = String, description = "Strong entity tag of the created audience, as `GET` answers it: send it in `If-Match` to update or delete it"),
             ("Idempotent-Replayed" = String, description = "`?1` when this is a replay of an earlier response"),
         )),
     ),
@@ -46,11 +49,17 @@ pub(super) async fn create_audience(
     let new = body.value.validated()?;
     idempotent(&state, &auth, &req, "createAudience", &body.raw, || async {
         let audience = state.upstream.create_audience(&ctx.0, &new).await?;
-        stored(
-            StatusCode::CREATED,
-            Some(format!("/v1/audiences/{}", audience.id)),
-            &audience,
-        )
+        // The body is the representation `GET` serves, so its tag is the one `If-Match`
+        // compares: an update or delete can follow the create without a read.
+        let rep = Representation::of(&audience)?;
+        Ok(StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            headers: vec![
+                ("location".into(), format!("/v1/audiences/{}", audience.id)),
+                ("etag".into(), rep.etag.to_string()),
+            ],
+            body: rep.body.clone(),
+        })
     })
     .await
 }
@@ -88,7 +97,8 @@ async fn current_if_needed(
 /// Update an audience
 ///
 /// Changes name and/or description. An absent name keeps the current one. Send `If-Match`
-/// with the `ETag` you read to fail with 412 if the audience changed meanwhile.
+/// with the `ETag` you read (or that the create or the last update answered) to fail with
+/// 412 if the audience changed meanwhile; the answer carries the new `ETag`.
 #[utoipa::path(
     operation_id = "updateAudience",
     tag = "audiences",
@@ -150,7 +160,11 @@ pub(super) async fn update_audience(
         Err(e) => match updated {
             Some(audience) => {
                 tracing::warn!(error = %e, "re-read after update failed; answering with the update result");
-                json(StatusCode::OK, &audience)
+                let rep = Representation::of(&audience)?;
+                let mut resp = json_bytes(StatusCode::OK, rep.body.clone());
+                resp.headers_mut()
+                    .insert(header::ETAG, rep.etag_header.clone());
+                Ok(resp)
             }
             None => Err(e),
         },
