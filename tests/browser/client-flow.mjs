@@ -22,6 +22,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
+import { launchChromium } from './chromium.mjs';
+
 const pageDir = process.env.PAGE_DIR;
 const binary = process.env.AUDIENCE_GATEWAY_BIN;
 if (!pageDir || !binary) {
@@ -97,19 +99,7 @@ const other = await servePage();
 const ledgerDir = mkdtempSync(join(tmpdir(), 'client-flow-ledger-'));
 const sandbox = await startSandbox(allowed.origin, ledgerDir);
 const gatewayUrl = sandbox.url;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launchChromium(chromium);
 
 let failed = false;
 try {

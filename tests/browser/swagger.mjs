@@ -13,6 +13,8 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { launchChromium } from './chromium.mjs';
+
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const tools = process.env.NODE_TOOLS ?? join(root, '.tools', 'node');
 const { chromium } = createRequire(join(tools, 'package.json'))('playwright-core');
@@ -74,19 +76,7 @@ async function isAuthorized(page) {
   return authorized;
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--disable-quic',
-  ],
-});
+const browser = await launchChromium(chromium);
 let page;
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1600 } });
