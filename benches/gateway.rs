@@ -213,7 +213,8 @@ fn log(c: &mut Criterion) {
     };
     let scope = std::rc::Rc::new(RequestScope {
         id: "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a".into(),
-        trace: None,
+        sampled: false,
+        trace: Default::default(),
     });
     let mut group = c.benchmark_group("log");
     let shipped = telemetry::subscriber(&settings, std::io::sink, None);

@@ -1,8 +1,8 @@
 //! The one error type of the public API and its RFC 9457 `application/problem+json` body.
 //!
 //! Every error kind maps to exactly one status and stable code in [`ApiError::table`], matched
-//! without a wildcard so that adding a kind forces a decision. The request id is filled in by
-//! the request-context middleware, which sees every response on its way out.
+//! without a wildcard so that adding a kind forces a decision. The body is written once, when
+//! the error becomes a response, with the id of the request being served.
 
 use std::time::Duration;
 
@@ -227,7 +227,7 @@ impl ApiError {
         }
     }
 
-    /// The problem body for this error (without the request id).
+    /// The problem body for this error, with the id of the request being served.
     pub fn problem(&self) -> Problem {
         let (status, code, title) = self.table();
         let field = match self {
@@ -247,7 +247,7 @@ impl ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             code: code.to_string(),
-            request_id: None,
+            request_id: crate::scope::current_request_id(),
             field,
         }
     }

@@ -26,7 +26,6 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::{AuthSettings, JwtAlgorithm};
-use crate::AppState;
 pub use keys::{static_keys, BoundKey, Jwks, KeyError};
 
 /// Longest accepted token, in bytes; longer ones are refused before any parsing.
@@ -461,11 +460,11 @@ impl<S: Scope + 'static> FromRequest for Authorized<S> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
+            let auth = req
+                .app_data::<web::Data<Authenticator>>()
                 .ok_or(ApiError::Internal)?
                 .clone();
-            let caller = state.auth.authorize::<S>(&req).await?;
+            let caller = auth.authorize::<S>(&req).await?;
             Ok(Authorized {
                 caller,
                 _scope: PhantomData,

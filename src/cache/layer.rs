@@ -24,9 +24,9 @@ use futures_util::future::{Either, LocalBoxFuture, MapOk};
 use futures_util::TryFutureExt;
 
 use super::{AudienceCache, Outcome, Representation, View};
-use crate::auth::Read;
+use crate::auth::{Authenticator, Read};
 use crate::telemetry::Route;
-use crate::AppState;
+use crate::upstream::UpstreamClient;
 
 /// The middleware described in the module docs (`App::wrap(HttpCache)`).
 pub struct HttpCache;
@@ -107,18 +107,20 @@ fn candidate(req: &HttpRequest) -> Option<(i64, View)> {
     }
     let read = cached_read(req.path())?;
     let enabled = req
-        .app_data::<web::Data<AppState>>()
-        .is_some_and(|state| state.cache.enabled());
+        .app_data::<web::Data<AudienceCache>>()
+        .is_some_and(|cache| cache.enabled());
     (enabled && !forces_refresh(req)).then_some(read)
 }
 
 /// The answer to a fresh hit, or `None` to hand the request on.
 async fn fresh_answer(req: &HttpRequest, id: i64, view: View) -> Option<HttpResponse> {
-    let state = req.app_data::<web::Data<AppState>>()?;
-    state.auth.authorize::<Read>(req).await.ok()?;
-    let (entry, outcome) = state.cache.fresh(state.upstream.identity(), id).await?;
+    let auth = req.app_data::<web::Data<Authenticator>>()?;
+    let cache = req.app_data::<web::Data<AudienceCache>>()?;
+    let upstream = req.app_data::<web::Data<UpstreamClient>>()?;
+    auth.authorize::<Read>(req).await.ok()?;
+    let (entry, outcome) = cache.fresh(upstream.identity(), id).await?;
     // A part that cannot be shown goes to the handler, which answers the problem.
-    let mut response = respond(&state.cache, req, entry.view(view).ok()?, outcome);
+    let mut response = respond(cache, req, entry.view(view).ok()?, outcome);
     response.extensions_mut().insert(Route(route_of(view)));
     Some(response)
 }

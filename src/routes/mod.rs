@@ -19,7 +19,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::AppState;
+
+/// The bounds on a request body (`server.max_body_bytes`, `server.client_body_timeout_ms`),
+/// as `web::Data<BodyLimits>`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub within: Duration,
+}
 
 /// Registers every documented route (used by the server and the spec export alike).
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
@@ -106,11 +113,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let server = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| &s.settings.server);
-        let limit = server.map_or(64 * 1024, |s| s.max_body_bytes);
-        let within = server.map_or(Duration::from_secs(10), |s| s.client_body_timeout);
+        let limits = req.app_data::<web::Data<BodyLimits>>();
+        let limit = limits.map_or(64 * 1024, |l| l.max_bytes);
+        let within = limits.map_or(Duration::from_secs(10), |l| l.within);
         let json = is_json(req.headers());
         let declared = req
             .headers()

@@ -59,7 +59,7 @@ where
             let _ = super::REQUEST.try_with(|scope| {
                 line.push_str(",\"request_id\":");
                 push_escaped(&mut line, &scope.id);
-                if let Some(t) = &scope.trace {
+                if let Some(t) = scope.trace.get() {
                     // Hex digits: nothing to escape.
                     line.push_str(",\"trace_id\":\"");
                     line.push_str(&t.trace_id);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use audience_gateway::domain::AudiencePatch;
 use audience_gateway::limits::{ActivationLimiter, Decision, LocalLimiter};
 use audience_gateway::metrics::Metrics;
-use audience_gateway::startup::SharedState;
+use audience_gateway::state::SharedState;
 use audience_gateway::telemetry::CallContext;
 use futures_util::future::join_all;
 use serde_json::json;

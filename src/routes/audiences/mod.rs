@@ -106,17 +106,28 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 
 fn to_http(stored: &StoredResponse) -> actix_web::HttpResponse {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut resp = json_bytes(status, stored.body.clone());
+    // A stored problem gets the request id of the answer that replays it, like any problem.
+    let problem = stored
+        .headers
+        .iter()
+        .any(|(_, v)| v == PROBLEM_JSON)
+        .then(|| serde_json::from_slice::<Problem>(&stored.body).ok())
+        .flatten()
+        .map(|mut p| {
+            p.request_id = crate::scope::current_request_id();
+            p
+        });
+    let body = problem
+        .as_ref()
+        .map_or_else(|| stored.body.clone(), |p| Bytes::from(p.to_bytes()));
+    let mut resp = json_bytes(status, body);
     for (name, value) in &stored.headers {
         if let Ok(name) = HeaderName::try_from(name.as_str()) {
             set_header(&mut resp, name, value);
         }
     }
-    // A stored problem gets the request id of the answer that replays it, like any problem.
-    if stored.headers.iter().any(|(_, v)| v == PROBLEM_JSON) {
-        if let Ok(problem) = serde_json::from_slice::<Problem>(&stored.body) {
-            resp.extensions_mut().insert(problem);
-        }
+    if let Some(problem) = problem {
+        resp.extensions_mut().insert(problem);
     }
     resp
 }
