@@ -41,6 +41,16 @@ pub enum ApiError {
     HeadersTooLarge { limit: usize },
     #[error("the request body did not arrive within {} ms", .limit.as_millis())]
     BodyTimeout { limit: Duration },
+    #[error(
+        "the request head is not HTTP/1.1 the server can read (request line or a header field)"
+    )]
+    MalformedRequest,
+    #[error(
+        "the request head has more header fields (96) or bytes (128 KiB) than the server reads"
+    )]
+    HeadTooLarge,
+    #[error("the request head did not arrive within {} ms", .limit.as_millis())]
+    HeadTimeout { limit: Duration },
     #[error("{detail}")]
     Unauthorized { detail: String },
     #[error("this operation needs the scope {scope}")]
@@ -130,6 +140,21 @@ impl ApiError {
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
                 "Request body timeout",
+            ),
+            MalformedRequest => (
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "Malformed request",
+            ),
+            HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head_too_large",
+                "Request head too large",
+            ),
+            HeadTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "head_timeout",
+                "Request head timeout",
             ),
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "invalid_token", "Unauthorized"),
             Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient_scope", "Forbidden"),

@@ -23,9 +23,13 @@ pub mod head;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, Protocol};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::{from_fn, Condition};
-use actix_web::{web, App, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -35,7 +39,9 @@ use crate::{audit, cache, routes, telemetry, AppState};
 use fallback::KnownPaths;
 use head::HeadLimits;
 
-/// The server for `state` on `listener`, not yet running.
+/// The server for `state` on `listener`, not yet running: actix-server's workers, each
+/// connection a [`connection::Stream`] served by actix-http's HTTP/1 service around the
+/// application.
 pub fn build(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<Server> {
     let s = state.settings.clone();
     let spec = crate::openapi::spec();
@@ -56,7 +62,7 @@ pub fn build(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Resul
     let with_cors = s.server.cors_configured();
     let origins = s.server.cors_allowed_origins.clone();
     let within = s.server.client_response_timeout;
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(state.clone())
             .app_data(auth.clone())
@@ -92,14 +98,41 @@ pub fn build(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Resul
             .wrap(from_fn(telemetry::access::layer))
             .wrap(from_fn(telemetry::context::layer))
             .wrap(from_fn(connection::layer))
-    })
-    .on_connect(move |conn, ext| connection::remember(conn, ext, within))
-    .disable_signals()
-    .shutdown_timeout(s.server.shutdown_grace.as_secs())
-    .client_request_timeout(s.server.client_request_timeout)
-    .client_disconnect_timeout(Duration::from_secs(1));
+    };
+    let addr = listener.local_addr()?;
+    let head_timeout = s.server.client_request_timeout;
+    let mut server = actix_server::Server::build()
+        .disable_signals()
+        .shutdown_timeout(s.server.shutdown_grace.as_secs());
     if s.server.workers > 0 {
         server = server.workers(s.server.workers);
     }
-    Ok(server.listen(listener)?.run())
+    let graceful = server.graceful_shutdown_signal();
+    let server = server.listen("audience-gateway", listener, move || {
+        let graceful = graceful.clone();
+        let http = HttpService::build()
+            .graceful_shutdown_signal(move || {
+                let signal = graceful.clone();
+                async move { signal.notified().await }
+            })
+            .client_request_timeout(head_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .local_addr(addr)
+            .on_connect_ext(move |conn: &connection::Stream, ext: &mut _| {
+                connection::remember(conn, ext, within)
+            })
+            // The application's host and address (`AppConfig`) serve URL generation and
+            // connection info, which the gateway does not use: the defaults do.
+            .finish(map_config(
+                app().into_factory().map_err(|e| e.error_response()),
+                |_| AppConfig::default(),
+            ));
+        fn_service(move |io: TcpStream| {
+            let conn = connection::Stream::new(io, head_timeout);
+            let peer = conn.peer_addr();
+            async move { Ok::<_, DispatchError>((conn, Protocol::Http1, peer)) }
+        })
+        .and_then(http)
+    })?;
+    Ok(server.run())
 }

@@ -70,9 +70,11 @@ async fn slow_clients_are_cut_off() {
         "the server must close a connection that never finishes its head"
     );
     let text = String::from_utf8_lossy(&buf);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "{text}"
+    let problem = raw_problem(&text, 408);
+    assert_eq!(problem["code"], "head_timeout");
+    assert_eq!(
+        problem["detail"],
+        "the request head did not arrive within 1000 ms"
     );
     assert_eq!(app.get("/healthz").await.status(), 200, "still serving");
 }
@@ -168,32 +170,101 @@ async fn a_stalled_or_trickling_body_is_cut_with_a_408_and_the_connection_closed
     assert_eq!(app.get("/healthz").await.status(), 200, "still serving");
 }
 
+/// The problem+json body of a raw answer, after checking its head: `status`, the media
+/// type, no caching, the connection closed, and `X-Request-Id` equal to the body's.
+fn raw_problem(answer: &str, status: u16) -> serde_json::Value {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with(&format!("http/1.1 {status} ")), "{answer}");
+    for line in [
+        "content-type: application/problem+json",
+        "cache-control: no-store",
+        "connection: close",
+    ] {
+        assert!(head.contains(line), "{line} in {answer}");
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    assert_eq!(length, body.len(), "{answer}");
+    let problem: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    let id = problem["requestId"]
+        .as_str()
+        .expect("a request id")
+        .to_string();
+    assert!(head.contains(&format!("x-request-id: {id}")), "{answer}");
+    assert_eq!(problem["status"], status);
+    problem
+}
+
 #[actix_web::test]
-async fn unparsable_requests_log_warnings_never_errors() {
+async fn refusals_of_the_http_layer_are_problems_logged_as_warnings() {
     let (child, base) = serve_binary("http://127.0.0.1:1", &[]).await;
     let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     let many_headers: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let heads = [
-        "GARBAGE\r\n\r\n".to_string(),
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n".to_string(),
-        format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+    let cases = [
+        ("GARBAGE\r\n\r\n".to_string(), 400, "malformed_request"),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n".to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+            431,
+            "head_too_large",
+        ),
     ];
-    for head in heads {
+    let mut ids = Vec::new();
+    for (head, status, code) in cases {
         let answer = stalled_request(port, head, b"", 1, Duration::ZERO)
             .await
             .expect("answered and closed");
-        assert!(
-            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 431"),
-            "{answer}"
+        let problem = raw_problem(&answer, status);
+        assert_eq!(problem["code"], code, "{answer}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:audience-gateway:problem:{code}")
         );
+        ids.push(problem["requestId"].as_str().unwrap().to_string());
     }
+    // A refusal after an answer on the same connection: the answer as it was, then the
+    // refusal as a problem.
+    let pipelined = stalled_request(
+        port,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"
+            .to_string(),
+        b"",
+        1,
+        Duration::ZERO,
+    )
+    .await
+    .expect("answered and closed");
+    let (first, refusal) = pipelined
+        .split_once("{\"status\":\"ok\"}")
+        .expect("the first answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{pipelined}");
+    let problem = raw_problem(refusal, 400);
+    assert_eq!(problem["code"], "malformed_request");
+    ids.push(problem["requestId"].as_str().unwrap().to_string());
+
     let lines = json_lines(&stop_binary(child));
     assert!(!lines.iter().any(|l| l["level"] == "ERROR"), "{lines:?}");
     let warned = lines
         .iter()
         .filter(|l| l["level"] == "WARN" && l["target"] == "actix_http::h1::dispatcher")
         .count();
-    assert_eq!(warned, 3, "{lines:?}");
+    assert_eq!(warned, 4, "{lines:?}");
+    for id in ids {
+        assert!(
+            lines.iter().any(|l| l["level"] == "WARN"
+                && l["request_id"] == id.as_str()
+                && l["message"] == "request refused by the HTTP layer"),
+            "a warning with {id}: {lines:?}"
+        );
+    }
 }
 
 #[actix_web::test]
