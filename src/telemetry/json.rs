@@ -1,13 +1,17 @@
-//! The JSON log line, built in one pass.
+//! The JSON log line, written in one pass.
 //!
 //! Same shape as tracing-subscriber's `json().flatten_event(true).with_current_span(true)`
 //! (`timestamp`, `level`, the event's fields, `target`, and `span` with the current span's
 //! fields and name), plus the id of the request being served (`request_id`) and, when it is
-//! traced, its server span's `trace_id` and `span_id`: a task-local that no span carries. Span fields are formatted once as JSON members and pasted into
-//! each line, where tracing-subscriber parses them back into a `serde_json::Value` for every
-//! event. Kept because every request writes an access line: `cargo bench --bench gateway --
-//! log` formats one in 0.59 µs here against 1.4 to 3.0 µs with tracing-subscriber's JSON
-//! formatter (criterion, two runs on 2 shared cores; the library row lacks `request_id`).
+//! traced, its server span's `trace_id` and `span_id`: a task-local that no span carries.
+//! Span fields are formatted once as JSON members and pasted into each line, where
+//! tracing-subscriber parses them back into a `serde_json::Value` for every event. The line
+//! is written piece by piece straight into the fmt layer's line buffer, which the layer
+//! hands to the log writer ([`super::writer`]) in one call: that copy is the only one
+//! between the event and the bytes the writer thread writes. Kept because every request
+//! writes an access line: `cargo bench --bench gateway -- log` formats one in 0.59 µs here
+//! against 1.4 to 3.0 µs with tracing-subscriber's JSON formatter (criterion, two runs on 2
+//! shared cores; the library row lacks `request_id`).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
