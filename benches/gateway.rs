@@ -11,9 +11,10 @@
 //! - `log_writer/*`: handing an access-line-sized line to the log writer that
 //!   `telemetry::init` starts (`telemetry::writer`) and to tracing-appender's non-blocking
 //!   writer over a 64 KiB `BufWriter` (what the gateway used before), each with its thread
-//!   writing to `/dev/null`: `*/call` times the call on the logging thread, `*/cpu` the CPU
-//!   time of the whole process (both threads) per line, and `log_writer/access_line_*/cpu`
-//!   the same for a whole access line through the gateway's subscriber (formatting too).
+//!   writing to `/dev/null`, in bursts of 1,000 lines with pauses for the writer to catch
+//!   up: `*/call` times the call on the logging thread, `*/cpu` the CPU time of the whole
+//!   process (both threads) per line, and `log_writer/access_line_*/cpu` the same for a
+//!   whole access line through the gateway's subscriber (formatting too).
 //!
 //! Run: `cargo bench --bench gateway` (add `-- --quick` for a short run).
 
@@ -254,14 +255,44 @@ fn process_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// Process CPU time for `iters` calls of `f`: the writer thread's work counts too (the
-/// lines still buffered when a sample ends are at most one batch of the many it writes).
-fn cpu_per_call(iters: u64, mut f: impl FnMut()) -> Duration {
-    let started = process_cpu();
-    for _ in 0..iters {
-        f();
+/// Lines written back to back before a pause: a burst well within what either writer
+/// holds (tracing-appender's queue takes 128,000 lines, a thread's buffer 4 MiB here), so
+/// that neither drops lines and both do all the work of writing them.
+const BURST: u64 = 1000;
+
+/// `iters` calls of `f` in bursts of [`BURST`], each followed by a pause that lets the
+/// writer thread catch up (at the gateway's rate of lines, it always has); the time of the
+/// calls alone (`Clock::Call`) or the CPU time of the whole process, the writer thread's
+/// included, until the writer has written the last line (`Clock::Cpu`).
+fn paced(iters: u64, clock: Clock, mut f: impl FnMut()) -> Duration {
+    let pause = Duration::from_millis(2);
+    let cpu = process_cpu();
+    let mut calls = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(BURST);
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        calls += started.elapsed();
+        left -= n;
+        std::thread::sleep(pause);
     }
-    process_cpu() - started
+    match clock {
+        Clock::Call => calls,
+        Clock::Cpu => {
+            // Past the writer's 10 ms interval: the last lines are written.
+            std::thread::sleep(Duration::from_millis(15));
+            process_cpu() - cpu
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Clock {
+    Call,
+    Cpu,
 }
 
 fn dev_null() -> std::fs::File {
@@ -290,23 +321,27 @@ fn log_writer(c: &mut Criterion) {
     let (mut old, old_guard) = NonBlockingBuilder::default()
         .thread_name("log-writer")
         .finish(std::io::BufWriter::with_capacity(64 * 1024, dev_null()));
-    group.bench_function("nonblocking/call", |b| {
-        b.iter(|| old.write_all(black_box(LINE)))
-    });
-    group.bench_function("nonblocking/cpu", |b| {
-        b.iter_custom(|iters| cpu_per_call(iters, || drop(old.write_all(black_box(LINE)))))
-    });
+    for (name, clock) in [
+        ("nonblocking/call", Clock::Call),
+        ("nonblocking/cpu", Clock::Cpu),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| paced(iters, clock, || drop(old.write_all(black_box(LINE)))))
+        });
+    }
     let old_dropped = old.error_counter().dropped_lines();
     drop(old_guard);
 
     let (new, new_guard) = LogWriter::spawn(dev_null(), Options::default()).expect("writer");
     let mut w = &new;
-    group.bench_function("log_writer/call", |b| {
-        b.iter(|| w.write_all(black_box(LINE)))
-    });
-    group.bench_function("log_writer/cpu", |b| {
-        b.iter_custom(|iters| cpu_per_call(iters, || drop(w.write_all(black_box(LINE)))))
-    });
+    for (name, clock) in [
+        ("log_writer/call", Clock::Call),
+        ("log_writer/cpu", Clock::Cpu),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| paced(iters, clock, || drop(w.write_all(black_box(LINE)))))
+        });
+    }
     let new_dropped = new.dropped();
     drop(new_guard);
 
@@ -338,7 +373,7 @@ fn log_writer(c: &mut Criterion) {
     let old_lines = old.error_counter();
     tracing::subscriber::with_default(telemetry::subscriber(&settings, old, None), || {
         group.bench_function("access_line_nonblocking/cpu", |b| {
-            b.iter_custom(|iters| cpu_per_call(iters, line))
+            b.iter_custom(|iters| paced(iters, Clock::Cpu, line))
         })
     });
     let old_line_dropped = old_lines.dropped_lines();
@@ -347,7 +382,7 @@ fn log_writer(c: &mut Criterion) {
     let new_lines = new.clone();
     tracing::subscriber::with_default(telemetry::subscriber(&settings, new, None), || {
         group.bench_function("access_line_log_writer/cpu", |b| {
-            b.iter_custom(|iters| cpu_per_call(iters, line))
+            b.iter_custom(|iters| paced(iters, Clock::Cpu, line))
         })
     });
     let new_line_dropped = new_lines.dropped();

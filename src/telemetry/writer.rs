@@ -49,7 +49,8 @@ pub struct Options {
     pub interval: Duration,
     /// A buffer holding this much wakes the writer at once (64 KiB).
     pub wake_bytes: usize,
-    /// The most a thread's buffer holds; lines that do not fit are dropped (1 MiB).
+    /// The most a thread's buffer holds; lines that do not fit are dropped (4 MiB: some
+    /// 16,000 access lines, 140 ms of a worker's at 113,000 requests per second).
     pub max_bytes: usize,
 }
 
@@ -58,7 +59,7 @@ impl Default for Options {
         Self {
             interval: Duration::from_millis(10),
             wake_bytes: 64 * 1024,
-            max_bytes: 1024 * 1024,
+            max_bytes: 4 * 1024 * 1024,
         }
     }
 }
