@@ -7,7 +7,14 @@
 //!   one answer reading, then the conversion to the gateway's types), and
 //!   `cache/build_entry`: turning that into the three cached representations (the miss path);
 //! - `log/*`: formatting one access line, with the gateway's subscriber and with
-//!   tracing-subscriber's JSON formatter.
+//!   tracing-subscriber's JSON formatter;
+//! - `log_writer/*`: handing an access-line-sized line to the log writer that
+//!   `telemetry::init` starts (`telemetry::writer`) and to tracing-appender's non-blocking
+//!   writer over a 64 KiB `BufWriter` (what the gateway used before), each with its thread
+//!   writing to `/dev/null`, in bursts of 1,000 lines with pauses for the writer to catch
+//!   up: `*/call` times the call on the logging thread, `*/cpu` the CPU time of the whole
+//!   process (both threads) per line, and `log_writer/access_line_*/cpu` the same for a
+//!   whole access line through the gateway's subscriber (formatting too).
 //!
 //! Run: `cargo bench --bench gateway` (add `-- --quick` for a short run).
 
@@ -236,5 +243,157 @@ fn log(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, auth, cache, log);
+/// CPU time consumed by every thread of the process so far.
+fn process_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Lines written back to back before a pause: a burst well within what either writer
+/// holds (tracing-appender's queue takes 128,000 lines, a thread's buffer 4 MiB here), so
+/// that neither drops lines and both do all the work of writing them.
+const BURST: u64 = 1000;
+
+/// `iters` calls of `f` in bursts of [`BURST`], each followed by a pause that lets the
+/// writer thread catch up (at the gateway's rate of lines, it always has); the time of the
+/// calls alone (`Clock::Call`) or the CPU time of the whole process, the writer thread's
+/// included, until the writer has written the last line (`Clock::Cpu`).
+fn paced(iters: u64, clock: Clock, mut f: impl FnMut()) -> Duration {
+    let pause = Duration::from_millis(2);
+    let cpu = process_cpu();
+    let mut calls = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(BURST);
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        calls += started.elapsed();
+        left -= n;
+        std::thread::sleep(pause);
+    }
+    match clock {
+        Clock::Call => calls,
+        Clock::Cpu => {
+            // Past the writer's 10 ms interval: the last lines are written.
+            std::thread::sleep(Duration::from_millis(15));
+            process_cpu() - cpu
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Clock {
+    Call,
+    Cpu,
+}
+
+fn dev_null() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null")
+}
+
+/// The two log writers, from a thread writing lines to them, with their threads writing
+/// to `/dev/null`.
+fn log_writer(c: &mut Criterion) {
+    use std::io::Write;
+
+    use audience_gateway::settings::{LogFormat, LogSettings};
+    use audience_gateway::telemetry::writer::{LogWriter, Options};
+    use audience_gateway::telemetry::{self, RequestScope, REQUEST};
+    use tracing_appender::non_blocking::NonBlockingBuilder;
+
+    // An access line as the gateway writes it (244 bytes).
+    const LINE: &[u8] = br#"{"timestamp":"2026-12-06T21:49:16.123456Z","level":"INFO","message":"request","method":"GET","route":"/v1/audiences/{id}","status":200,"latency_ms":0.123,"sub":"bench-user","request_id":"3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a","target":"access"}
+"#;
+    let mut group = c.benchmark_group("log_writer");
+    group.throughput(criterion::Throughput::Elements(1));
+
+    let (mut old, old_guard) = NonBlockingBuilder::default()
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, dev_null()));
+    for (name, clock) in [
+        ("nonblocking/call", Clock::Call),
+        ("nonblocking/cpu", Clock::Cpu),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| paced(iters, clock, || drop(old.write_all(black_box(LINE)))))
+        });
+    }
+    let old_dropped = old.error_counter().dropped_lines();
+    drop(old_guard);
+
+    let (new, new_guard) = LogWriter::spawn(dev_null(), Options::default()).expect("writer");
+    let mut w = &new;
+    for (name, clock) in [
+        ("log_writer/call", Clock::Call),
+        ("log_writer/cpu", Clock::Cpu),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| paced(iters, clock, || drop(w.write_all(black_box(LINE)))))
+        });
+    }
+    let new_dropped = new.dropped();
+    drop(new_guard);
+
+    // A whole access line: formatted by the gateway's subscriber, then written.
+    let settings = LogSettings {
+        format: LogFormat::Json,
+        level: "info".into(),
+    };
+    let access = || {
+        tracing::info!(
+            target: "access",
+            method = "GET",
+            route = "/v1/audiences/{id}",
+            status = 200u16,
+            latency_ms = 0.123,
+            sub = "bench-user",
+            "request"
+        )
+    };
+    let scope = std::rc::Rc::new(RequestScope {
+        id: "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a".into(),
+        sampled: false,
+        trace: Default::default(),
+    });
+    let line = || REQUEST.sync_scope(scope.clone(), access);
+    let (old, old_guard) = NonBlockingBuilder::default()
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, dev_null()));
+    let old_lines = old.error_counter();
+    tracing::subscriber::with_default(telemetry::subscriber(&settings, old, None), || {
+        group.bench_function("access_line_nonblocking/cpu", |b| {
+            b.iter_custom(|iters| paced(iters, Clock::Cpu, line))
+        })
+    });
+    let old_line_dropped = old_lines.dropped_lines();
+    drop(old_guard);
+    let (new, new_guard) = LogWriter::spawn(dev_null(), Options::default()).expect("writer");
+    let new_lines = new.clone();
+    tracing::subscriber::with_default(telemetry::subscriber(&settings, new, None), || {
+        group.bench_function("access_line_log_writer/cpu", |b| {
+            b.iter_custom(|iters| paced(iters, Clock::Cpu, line))
+        })
+    });
+    let new_line_dropped = new_lines.dropped();
+    drop(new_guard);
+    group.finish();
+    // A writer that drops lines does less work: say so next to the numbers.
+    eprintln!(
+        "log_writer: lines dropped: nonblocking {old_dropped}, log_writer {new_dropped}; \
+         access lines: nonblocking {old_line_dropped}, log_writer {new_line_dropped}"
+    );
+}
+
+criterion_group!(benches, auth, cache, log, log_writer);
 criterion_main!(benches);

@@ -2,23 +2,22 @@
 //! trace context, the task-local scope of its log lines) and the access line with the HTTP
 //! metrics ([`access`]). It knows nothing of the routes themselves.
 //!
-//! Log lines are queued to a worker thread that writes them to stderr (tracing-appender's
-//! non-blocking writer), so a request never waits on stderr: if stderr stalls and the queue
-//! fills, lines are dropped instead. [`init`] returns the guard whose drop writes out the
-//! queued lines at exit.
+//! Log lines go to a buffer of the thread that writes them, which a background thread
+//! writes to stderr in batches ([`writer`]), so a request never waits on stderr: if stderr
+//! stalls and the buffers fill, lines are dropped instead. [`init`] returns the guard whose
+//! drop writes out the buffered lines at exit.
 
 pub mod access;
 pub mod context;
 mod json;
 pub mod otel;
+pub mod writer;
 
-use std::io::BufWriter;
 use std::rc::Rc;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::{dynamic_filter_fn, LevelFilter};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
@@ -38,7 +37,14 @@ pub use context::{
 /// spans still queued (bounded by the export timeout), then writes out the queued lines.
 pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
-    _log_writer: WorkerGuard,
+    log_writer: writer::LogWriterGuard,
+}
+
+impl Telemetry {
+    /// Log lines dropped so far because stderr did not keep up.
+    pub fn dropped_log_lines(&self) -> u64 {
+        self.log_writer.dropped()
+    }
 }
 
 impl Drop for Telemetry {
@@ -52,21 +58,23 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber: log lines (JSON or text) to stderr through the
-/// non-blocking writer, and spans to the OTLP exporter when `otel` turns traces on. Safe
-/// to call more than once (the first subscriber stays).
+/// [`writer`], and spans to the OTLP exporter when `otel` turns traces on. Safe to call
+/// more than once (the first subscriber stays).
 pub fn init(log: &LogSettings, otel: &OtelSettings) -> anyhow::Result<Telemetry> {
+    init_with_sink(log, otel, std::io::stderr())
+}
+
+/// [`init`], with the log lines going to `sink` instead of stderr.
+pub fn init_with_sink(
+    log: &LogSettings,
+    otel: &OtelSettings,
+    sink: impl std::io::Write + Send + 'static,
+) -> anyhow::Result<Telemetry> {
     let traces = otel::provider(otel)?;
-    // The worker drains the queue into the buffer and flushes when the queue is empty: one
-    // write(2) per burst of lines, and none left waiting when the gateway goes idle.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .thread_name("log-writer")
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let (writer, log_writer) = writer::LogWriter::spawn(sink, writer::Options::default())?;
     let tracer = traces.as_ref().map(|p| p.tracer("audience-gateway"));
     let _ = subscriber(log, writer, tracer).try_init();
-    Ok(Telemetry {
-        traces,
-        _log_writer: guard,
-    })
+    Ok(Telemetry { traces, log_writer })
 }
 
 /// The subscriber [`init`] installs, writing lines to `writer` (the benchmarks give it a
@@ -163,13 +171,66 @@ where
         let Ok(scope) = REQUEST.try_with(Rc::clone) else {
             return self.0.format_event(ctx, writer, event);
         };
-        let mut line = String::new();
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        write!(writer, "{} request_id={}", line.trim_end(), scope.id)?;
+        // Straight into `writer`, less the line's trailing newline (and other whitespace).
+        self.0
+            .format_event(ctx, Writer::new(&mut TrimmedEnd::new(&mut writer)), event)?;
+        write!(writer, " request_id={}", scope.id)?;
         if let Some(t) = scope.trace.get() {
             write!(writer, " trace_id={} span_id={}", t.trace_id, t.span_id)?;
         }
         writeln!(writer)
+    }
+}
+
+/// Passes writes on, holding back trailing whitespace until something else follows it: what
+/// has been written through it is the text so far with `str::trim_end` applied (but for a
+/// run of more than [`HELD`] bytes of whitespace, which is passed on).
+struct TrimmedEnd<'a, W: std::fmt::Write> {
+    inner: &'a mut W,
+    held: [u8; HELD],
+    held_len: usize,
+}
+
+/// The most trailing whitespace [`TrimmedEnd`] holds back.
+const HELD: usize = 32;
+
+impl<'a, W: std::fmt::Write> TrimmedEnd<'a, W> {
+    fn new(inner: &'a mut W) -> Self {
+        Self {
+            inner,
+            held: [0; HELD],
+            held_len: 0,
+        }
+    }
+
+    fn release(&mut self) -> std::fmt::Result {
+        let held = std::mem::take(&mut self.held_len);
+        // Whole `str`s were held, so this is one.
+        self.inner
+            .write_str(std::str::from_utf8(&self.held[..held]).unwrap_or_default())
+    }
+
+    fn hold(&mut self, ws: &str) -> std::fmt::Result {
+        if self.held_len + ws.len() > HELD {
+            self.release()?;
+            if ws.len() > HELD {
+                return self.inner.write_str(ws);
+            }
+        }
+        self.held[self.held_len..self.held_len + ws.len()].copy_from_slice(ws.as_bytes());
+        self.held_len += ws.len();
+        Ok(())
+    }
+}
+
+impl<W: std::fmt::Write> std::fmt::Write for TrimmedEnd<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let text = s.trim_end();
+        if !text.is_empty() {
+            self.release()?;
+            self.inner.write_str(text)?;
+        }
+        self.hold(&s[text.len()..])
     }
 }
 
@@ -195,5 +256,60 @@ mod tests {
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains(" WARN actix_http"), "{text}");
         assert!(!text.contains("ERROR"), "{text}");
+    }
+
+    #[test]
+    fn text_lines_of_a_request_end_with_its_ids() {
+        let buf = json::tests::Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .event_format(TextEvent(fmt::format().compact()))
+            .finish();
+        let scope = Rc::new(RequestScope {
+            id: "r-1".into(),
+            sampled: true,
+            trace: TraceIds {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                span_id: "00f067aa0ba902b7".into(),
+            }
+            .into(),
+        });
+        tracing::subscriber::with_default(subscriber, || {
+            REQUEST.sync_scope(scope, || {
+                tracing::info!(target: "access", status = 200u16, "request");
+                tracing::info!("spaced \t ");
+            });
+            tracing::info!("outside");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let ids =
+            " request_id=r-1 trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7";
+        assert!(
+            lines[0].ends_with(&format!("request status=200{ids}")),
+            "{text}"
+        );
+        assert!(lines[1].ends_with(&format!(": spaced{ids}")), "{text}");
+        assert!(lines[2].ends_with(": outside"), "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn trimmed_end_is_trim_end() {
+        for pieces in [
+            &["a b ", " c", "\n"][..],
+            &["x", " ", "\t", "\n", ""],
+            &["", "  ", "y\u{3000}", "z \n"],
+            &[" lead", &" ".repeat(40), "tail \n"],
+        ] {
+            let mut out = String::new();
+            let mut t = TrimmedEnd::new(&mut out);
+            for p in pieces {
+                std::fmt::Write::write_str(&mut t, p).unwrap();
+            }
+            assert_eq!(out, pieces.concat().trim_end(), "{pieces:?}");
+        }
     }
 }

@@ -1,13 +1,17 @@
-//! The JSON log line, built in one pass.
+//! The JSON log line, written in one pass.
 //!
 //! Same shape as tracing-subscriber's `json().flatten_event(true).with_current_span(true)`
 //! (`timestamp`, `level`, the event's fields, `target`, and `span` with the current span's
 //! fields and name), plus the id of the request being served (`request_id`) and, when it is
-//! traced, its server span's `trace_id` and `span_id`: a task-local that no span carries. Span fields are formatted once as JSON members and pasted into
-//! each line, where tracing-subscriber parses them back into a `serde_json::Value` for every
-//! event. Kept because every request writes an access line: `cargo bench --bench gateway --
-//! log` formats one in 0.59 µs here against 1.4 to 3.0 µs with tracing-subscriber's JSON
-//! formatter (criterion, two runs on 2 shared cores; the library row lacks `request_id`).
+//! traced, its server span's `trace_id` and `span_id`: a task-local that no span carries.
+//! Span fields are formatted once as JSON members and pasted into each line, where
+//! tracing-subscriber parses them back into a `serde_json::Value` for every event. The line
+//! is written piece by piece straight into the fmt layer's line buffer, which the layer
+//! hands to the log writer ([`super::writer`]) in one call: that copy is the only one
+//! between the event and the bytes the writer thread writes. Kept because every request
+//! writes an access line: `cargo bench --bench gateway -- log` formats one in 0.59 µs here
+//! against 1.4 to 3.0 µs with tracing-subscriber's JSON formatter (criterion, two runs on 2
+//! shared cores; the library row lacks `request_id`).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
@@ -37,71 +41,69 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        // Built in a plain String (inlined pushes), handed to the writer in one call.
-        thread_local! {
-            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
-        }
-        LINE.with(|line| {
-            let mut line = line.borrow_mut();
-            line.clear();
-            let meta = event.metadata();
-            line.push_str("{\"timestamp\":\"");
-            push_timestamp(&mut line);
-            line.push_str("\",\"level\":\"");
-            line.push_str(if super::client_mistake(event) {
-                "WARN"
-            } else {
-                meta.level().as_str()
-            });
-            line.push('"');
-            let mut fields = Members::new(&mut line, false);
-            event.record(&mut fields);
-            let _ = super::REQUEST.try_with(|scope| {
-                line.push_str(",\"request_id\":");
-                push_escaped(&mut line, &scope.id);
-                if let Some(t) = scope.trace.get() {
-                    // Hex digits: nothing to escape.
-                    line.push_str(",\"trace_id\":\"");
-                    line.push_str(&t.trace_id);
-                    line.push_str("\",\"span_id\":\"");
-                    line.push_str(&t.span_id);
-                    line.push('"');
-                }
-            });
-            line.push_str(",\"target\":");
-            push_escaped(&mut line, meta.target());
-            let span = if event.is_root() {
-                None
-            } else {
-                event
-                    .parent()
-                    .and_then(|id| ctx.span(id))
-                    .or_else(|| ctx.lookup_current())
-            };
-            if let Some(span) = span {
-                line.push_str(",\"span\":{");
-                let extensions = span.extensions();
-                if let Some(f) = extensions.get::<FormattedFields<N>>() {
-                    if !f.is_empty() {
-                        line.push_str(f.as_str());
-                        line.push(',');
-                    }
-                }
-                line.push_str("\"name\":");
-                push_escaped(&mut line, span.name());
-                line.push('}');
+        // Written piece by piece into `writer`: the fmt layer's own line buffer, which it
+        // hands to the log writer in one call.
+        let line = &mut writer;
+        let meta = event.metadata();
+        line.write_str("{\"timestamp\":\"")?;
+        push_timestamp(line)?;
+        line.write_str("\",\"level\":\"")?;
+        line.write_str(if super::client_mistake(event) {
+            "WARN"
+        } else {
+            meta.level().as_str()
+        })?;
+        line.write_char('"')?;
+        let mut fields = Members::new(line, false);
+        event.record(&mut fields);
+        fields.result?;
+        let request = super::REQUEST.try_with(|scope| -> fmt::Result {
+            line.write_str(",\"request_id\":")?;
+            push_escaped(line, &scope.id)?;
+            if let Some(t) = scope.trace.get() {
+                // Hex digits: nothing to escape.
+                line.write_str(",\"trace_id\":\"")?;
+                line.write_str(&t.trace_id)?;
+                line.write_str("\",\"span_id\":\"")?;
+                line.write_str(&t.span_id)?;
+                line.write_char('"')?;
             }
-            line.push_str("}\n");
-            writer.write_str(&line)
-        })
+            Ok(())
+        });
+        // Outside a request there is no id to write.
+        request.unwrap_or(Ok(()))?;
+        line.write_str(",\"target\":")?;
+        push_escaped(line, meta.target())?;
+        let span = if event.is_root() {
+            None
+        } else {
+            event
+                .parent()
+                .and_then(|id| ctx.span(id))
+                .or_else(|| ctx.lookup_current())
+        };
+        if let Some(span) = span {
+            line.write_str(",\"span\":{")?;
+            let extensions = span.extensions();
+            if let Some(f) = extensions.get::<FormattedFields<N>>() {
+                if !f.is_empty() {
+                    line.write_str(f.as_str())?;
+                    line.write_char(',')?;
+                }
+            }
+            line.write_str("\"name\":")?;
+            push_escaped(line, span.name())?;
+            line.write_char('}')?;
+        }
+        line.write_str("}\n")
     }
 }
 
 impl<'w> FormatFields<'w> for JsonFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut out = String::new();
-        fields.record(&mut Members::new(&mut out, true));
-        writer.write_str(&out)
+        let mut members = Members::new(&mut writer, true);
+        fields.record(&mut members);
+        members.result
     }
 
     fn add_fields(
@@ -110,89 +112,109 @@ impl<'w> FormatFields<'w> for JsonFields {
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
         let first = current.is_empty();
-        fields.record(&mut Members::new(&mut current.fields, first));
-        Ok(())
+        let mut members = Members::new(&mut current.fields, first);
+        fields.record(&mut members);
+        members.result
     }
 }
 
 /// Appends each recorded field as a JSON member, with a comma before all but the first.
-struct Members<'a> {
-    out: &'a mut String,
+struct Members<'a, W: Write> {
+    out: &'a mut W,
     first: bool,
+    /// The first error of the writes (none when writing to a `String`).
+    result: fmt::Result,
 }
 
-impl<'a> Members<'a> {
-    fn new(out: &'a mut String, first: bool) -> Self {
-        Self { out, first }
-    }
-
-    /// Starts a member: `,"name":`. Field names are Rust identifiers (or string literals
-    /// in the macros), so they are escaped like any other string.
-    fn key(&mut self, field: &Field) -> &mut String {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(',');
+impl<'a, W: Write> Members<'a, W> {
+    fn new(out: &'a mut W, first: bool) -> Self {
+        Self {
+            out,
+            first,
+            result: Ok(()),
         }
-        push_escaped(self.out, field.name());
-        self.out.push(':');
-        self.out
+    }
+
+    /// Writes a member: `,"name":` and then what `value` writes. Field names are Rust
+    /// identifiers (or string literals in the macros), so they are escaped like any
+    /// other string.
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        let out = &mut *self.out;
+        let first = std::mem::take(&mut self.first);
+        let written = (|| {
+            if !first {
+                out.write_char(',')?;
+            }
+            push_escaped(out, field.name())?;
+            out.write_char(':')?;
+            value(out)
+        })();
+        if self.result.is_ok() {
+            self.result = written;
+        }
     }
 }
 
-impl Visit for Members<'_> {
+impl<W: Write> Visit for Members<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        push_escaped(self.key(field), value);
+        self.member(field, |out| push_escaped(out, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let out = self.key(field);
-        out.push('"');
-        let _ = write!(Escaping(out), "{value:?}");
-        out.push('"');
+        self.member(field, |out| {
+            out.write_char('"')?;
+            write!(Escaping(out), "{value:?}")?;
+            out.write_char('"')
+        });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let out = self.key(field);
-        out.push('"');
-        let _ = write!(Escaping(out), "{value}");
-        out.push('"');
+        self.member(field, |out| {
+            out.write_char('"')?;
+            write!(Escaping(out), "{value}")?;
+            out.write_char('"')
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        let out = self.key(field);
-        if value < 0 {
-            out.push('-');
-        }
-        push_u64(out, value.unsigned_abs());
+        self.member(field, |out| {
+            if value < 0 {
+                out.write_char('-')?;
+            }
+            push_u64(out, value.unsigned_abs())
+        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        push_u64(self.key(field), value);
+        self.member(field, |out| push_u64(out, value));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        let _ = write!(self.key(field), "{value}");
+        self.member(field, |out| write!(out, "{value}"));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        let _ = write!(self.key(field), "{value}");
+        self.member(field, |out| write!(out, "{value}"));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field)
-            .push_str(if value { "true" } else { "false" });
+        self.member(field, |out| {
+            out.write_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let out = self.key(field);
-        if value.is_finite() {
-            let _ = write!(out, "{value}");
-        } else {
-            out.push_str("null");
-        }
+        self.member(field, |out| {
+            if value.is_finite() {
+                write!(out, "{value}")
+            } else {
+                out.write_str("null")
+            }
+        });
     }
 }
 
-fn push_u64(out: &mut String, mut v: u64) {
+fn push_u64(out: &mut impl Write, mut v: u64) -> fmt::Result {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -204,24 +226,23 @@ fn push_u64(out: &mut String, mut v: u64) {
         }
     }
     // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+    out.write_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"))
 }
 
 /// A JSON string literal.
-fn push_escaped(out: &mut String, s: &str) {
-    out.push('"');
-    let _ = Escaping(out).write_str(s);
-    out.push('"');
+fn push_escaped(out: &mut impl Write, s: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaping(&mut *out).write_str(s)?;
+    out.write_char('"')
 }
 
 /// Escapes what is written through it for the inside of a JSON string.
-struct Escaping<'a>(&'a mut String);
+struct Escaping<'a, W: Write>(&'a mut W);
 
-impl Write for Escaping<'_> {
+impl<W: Write> Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-            self.0.push_str(s);
-            return Ok(());
+            return self.0.write_str(s);
         }
         let mut start = 0;
         for (i, b) in s.bytes().enumerate() {
@@ -234,22 +255,21 @@ impl Write for Escaping<'_> {
                 0..=0x1f => "",
                 _ => continue,
             };
-            self.0.push_str(&s[start..i]);
+            self.0.write_str(&s[start..i])?;
             if escape.is_empty() {
                 write!(self.0, "\\u{b:04x}")?;
             } else {
-                self.0.push_str(escape);
+                self.0.write_str(escape)?;
             }
             start = i + 1;
         }
-        self.0.push_str(&s[start..]);
-        Ok(())
+        self.0.write_str(&s[start..])
     }
 }
 
 /// RFC 3339 UTC with microseconds, as tracing-subscriber writes it. The part up to the
 /// seconds is formatted once per second and thread.
-fn push_timestamp(out: &mut String) {
+fn push_timestamp(out: &mut impl Write) -> fmt::Result {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -268,18 +288,18 @@ fn push_timestamp(out: &mut String) {
             let _ = write!(cached.1, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
             cached.0 = secs;
         }
-        out.push_str(&cached.1);
-    });
+        out.write_str(&cached.1)
+    })?;
     let micros = now.subsec_micros();
-    out.push('.');
+    out.write_char('.')?;
     let mut digits = [b'0'; 6];
     let mut v = micros;
     for d in digits.iter_mut().rev() {
         *d = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
-    out.push('Z');
+    out.write_str(std::str::from_utf8(&digits).unwrap_or("000000"))?;
+    out.write_char('Z')
 }
 
 #[cfg(test)]
