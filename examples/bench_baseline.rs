@@ -116,8 +116,15 @@ struct Asked {
 /// level (the simulator's loose style).
 fn accepted(body: &[u8]) -> Option<(String, i64)> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let at = if v["data"]["flowId"].is_string() { &v["data"] } else { &v };
-    Some((at["flowId"].as_str()?.to_string(), at["segmentId"].as_i64()?))
+    let at = if v["data"]["flowId"].is_string() {
+        &v["data"]
+    } else {
+        &v
+    };
+    Some((
+        at["flowId"].as_str()?.to_string(),
+        at["segmentId"].as_i64()?,
+    ))
 }
 
 #[derive(Default)]
