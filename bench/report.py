@@ -16,6 +16,8 @@ MIB = 1024 * 1024
 ROWS = [
     ("baseline: minimal actix handler", "base_static", None, ""),
     ("a  cached GET, HS256", "a_cached_hs256", "base_static", "minimal handler"),
+    ("baseline: nginx proxy_cache (HIT)", "base_nginx", None, ""),
+    ("a  (same run, other baseline)", "a_cached_hs256", "base_nginx", "nginx proxy_cache"),
     ("baseline: minimal handler, RS256 req", "base_static_rs", None, ""),
     ("b  cached GET, RS256", "b_cached_rs256", "base_static_rs", "minimal handler"),
     ("baseline: a, --against build", "against_a_cached_hs256", None, ""),
@@ -37,6 +39,11 @@ ROWS = [
     ("baseline: simulator activate", "base_upstream_activate", None, ""),
     ("baseline: forwarder activate", "base_forward_activate", None, ""),
     ("d  POST activation", "d_activate", "base_forward_activate", "forwarder"),
+    ("baseline: forwarder activate + insert", "base_forward_activate_ledger", None, ""),
+    ("d  (same run, other baseline)", "d_activate", "base_forward_activate_ledger",
+     "forwarder + SQLite insert"),
+    ("baseline: minimal handler, 16 conns", "lat_base_static", None, ""),
+    ("a  cached GET, 16 conns", "lat_a_cached", "lat_base_static", "minimal handler"),
     ("d' activation, in-process limiter", "d_activate_local_limit", None, ""),
     ("d' activation, Redis limiter", "d_activate_redis_limit", "d_activate_local_limit", "in-process limiter"),
     ("e  simulator GET, slow", "e_upstream_slow", None, ""),
@@ -44,6 +51,7 @@ ROWS = [
     ("e  miss GET, slow upstream", "e_fanin", "e_forward_slow", "forwarder"),
     ("e2 forwarder, 2 workers", "e2_forward_slow", None, ""),
     ("e2 miss GET, 2 workers", "e2_fanin", "e2_forward_slow", "forwarder, 2 workers"),
+    ("f  cache fill, 100k ids", "f_fill", None, ""),
 ]
 
 
@@ -99,6 +107,20 @@ def paired(runs, name, base, value):
     return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
+def paired_diff(runs, name, base, value):
+    """Median over rounds of value(row) - value(baseline), each pair from the same round."""
+    by_round = {r["round"]: r for r in runs.get(base, [])}
+    diffs = sorted(
+        value(r) - value(by_round[r["round"]])
+        for r in runs.get(name, [])
+        if r["round"] in by_round
+    )
+    if not diffs:
+        return None
+    mid = len(diffs) // 2
+    return diffs[mid] if len(diffs) % 2 else (diffs[mid - 1] + diffs[mid]) / 2
+
+
 # The sweep's lines: (result name, label, style); each gateway row beside its baseline.
 SWEEP = [
     ("sweep_a_cached", "gateway, cached read", "C0-o"),
@@ -149,6 +171,25 @@ def plot(runs, notes, path):
     fig.savefig(path, dpi=110)
 
 
+def sweep_table(sweep):
+    """The sweep's rows as text: req/s, p50, p99 and CPU per request at each connection
+    count, the gateway's ratios against its baseline beside them."""
+    pairs = {"sweep_a_cached": "sweep_base_static", "sweep_c_miss": "sweep_base_forward"}
+    head = (f"{'sweep':28} {'conns':>5} {'req/s':>9} {'ratio':>6} {'p50':>10} {'p99':>10} "
+            f"{'cpu/req':>9} {'ratio':>6}")
+    out = ["concurrency sweep (plot: --plot)", head, "-" * len(head)]
+    for name, label, _ in SWEEP:
+        base = {r["conns"]: r for r in sweep.get(pairs.get(name, ""), [])}
+        for r in sorted(sweep.get(name, []), key=lambda r: r["conns"]):
+            b = base.get(r["conns"])
+            rps = f"{r['rps'] / b['rps']:.2f}x" if b and b["rps"] else ""
+            c, cb = cpu_per_req(r), cpu_per_req(b)
+            cr = f"{c / cb:.2f}x" if c and cb else ""
+            out.append(f"{label:28} {r['conns']:>5} {r['rps']:>9.0f} {rps:>6} "
+                       f"{ms(r['p50_us']):>10} {ms(r['p99_us']):>10} {cpu(r):>9} {cr:>6}")
+    return "\n".join(out)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("results")
@@ -170,21 +211,22 @@ def main():
     if "against" in notes:
         out.append(f"--against build: {notes['against']}")
     head = (
-        f"{'scenario':34} {'conns':>5} {'req/s':>9} {'ratio':>6} {'p50':>10} {'ratio':>6} "
+        f"{'scenario':38} {'conns':>5} {'req/s':>9} {'ratio':>6} {'p50':>10} {'ratio':>6} "
         f"{'p99':>10} {'ratio':>6} {'cpu/req':>9} {'ratio':>6} {'non2xx':>7}  baseline"
     )
     out.append(head)
     out.append("-" * len(head))
     for label, name, base, base_label in ROWS:
         r = picked.get(name)
-        if not r:
+        # A comparison whose baseline was not measured (no --against) is left out.
+        if not r or (base and base not in picked):
             continue
         def rel(value):
             v = paired(runs, name, base, value) if base else None
             return f"{v:.2f}x" if v is not None else ""
 
         out.append(
-            f"{label:34} {r['conns']:>5} {r['rps']:>9.0f} "
+            f"{label:38} {r['conns']:>5} {r['rps']:>9.0f} "
             f"{rel(lambda x: x['rps']):>6} {ms(r['p50_us']):>10} "
             f"{rel(lambda x: x['p50_us']):>6} {ms(r['p99_us']):>10} "
             f"{rel(lambda x: x['p99_us']):>6} "
@@ -223,6 +265,18 @@ def main():
             f"OTLP collector received {sink['exports']} exports, {sink['bytes'] / MIB:.1f} MiB "
             "(traced rows)"
         )
+    if "nginx_not_hit" in notes:
+        missed = int(notes["nginx_not_hit"])
+        out.append(
+            f"nginx: {notes.get('nginx_reads', '?')} reads logged, the warm-up's filled the "
+            "cache, " + ("every other one a cache HIT" if missed == 0 else
+                         f"FAILED: {missed} answered past the cache, the nginx row is not valid")
+        )
+    if "ledger_rows_gateway" in notes:
+        out.append(
+            f"ledger rows written: gateway {notes['ledger_rows_gateway'] or '?'}, "
+            f"forwarder + insert baseline {notes.get('ledger_rows_baseline') or '?'}"
+        )
     if "access_lines_cached" in notes:
         out.append(
             f"access log lines written: cached gateway {notes['access_lines_cached']}, "
@@ -241,6 +295,27 @@ def main():
             checks.append((f"{name}{extra}: req/s >= 0.85x minimal handler", v >= 0.85, f"{v:.2f}x"))
             checks.append((f"{name}: p99 < 2 ms at {r['conns']} connections",
                            r["p99_us"] < 2000, ms(r["p99_us"])))
+    v = paired(runs, "a_cached_hs256", "base_nginx", rps)
+    if v is not None:
+        valid = int(notes.get("nginx_not_hit", 0)) == 0
+        checks.append(("a_cached_hs256: req/s ahead of nginx proxy_cache (> 1.0x)",
+                       v > 1.0 and valid, f"{v:.2f}x" + ("" if valid else " (nginx row not valid)")))
+    base, lat = picked.get("lat_base_static"), picked.get("lat_a_cached")
+    if base and lat:
+        added99 = paired_diff(runs, "lat_a_cached", "lat_base_static", lambda x: x["p99_us"])
+        added50 = paired_diff(runs, "lat_a_cached", "lat_base_static", lambda x: x["p50_us"])
+        out.append(
+            f"latency at {lat['conns']} connections: minimal handler p50 {base['p50_us']} us, "
+            f"p99 {base['p99_us']} us; row a p50 {lat['p50_us']} us, p99 {lat['p99_us']} us; "
+            f"the gateway adds {added50:.0f} us at p50, {added99:.0f} us at p99"
+        )
+        label = f"lat_a_cached: p99 added over the handler at {lat['conns']} connections < 200 us"
+        if added99 < -200:
+            # The handler's tail was the longer: stalls from other load, not either server.
+            checks.append((label, None, f"{added99:.0f} us (the handler's p99 was the "
+                           "higher: other load on the machine; run again)"))
+        else:
+            checks.append((label, added99 < 200, f"{added99:.0f} us"))
     v = paired(runs, "c_miss", "base_forward", rps)
     if v is not None:
         checks.append(("c_miss: req/s >= 0.9x reqwest forwarder", v >= 0.9, f"{v:.2f}x"))
@@ -262,6 +337,10 @@ def main():
                 f"fan-in: simulator alone reaches {100 * up['rps'] / ideal:.0f}% of ideal"
             )
     idle = kib("idle_rss_kib")
+    v = paired(runs, "d_activate", "base_forward_activate_ledger", rps)
+    if v is not None:
+        checks.append(("d_activate: req/s >= 0.6x forwarder + SQLite insert", v >= 0.6,
+                       f"{v:.2f}x"))
     if idle is not None:
         checks.append(("idle RSS < 30 MiB", idle < 30 * MIB, f"{idle / MIB:.1f} MiB"))
     rss, cached = kib("memory_rss_kib"), notes.get("memory_cache_bytes")
@@ -279,11 +358,11 @@ def main():
     if checks:
         out.append("targets:")
         for label, ok, value in checks:
-            out.append(f"  [{'met' if ok else 'MISSED'}] {label}: {value}")
+            mark = "inconclusive" if ok is None else "met" if ok else "MISSED"
+            out.append(f"  [{mark}] {label}: {value}")
     print("\n".join(out))
     if sweep:
-        conns = sorted({r["conns"] for rs in sweep.values() for r in rs})
-        print(f"concurrency sweep at {conns} connections: see the plot (--plot)")
+        print(sweep_table(sweep))
 
 
 if __name__ == "__main__":
