@@ -73,10 +73,19 @@ impl RedisServer {
             cmd.args(&self.args)
                 .args(["--port", &self.port.to_string()]);
         } else {
+            // A directory of its own, emptied: a server starts with nothing, whatever a
+            // `dump.rdb` another process left in the shared temporary directory.
+            let dir = std::env::temp_dir().join(format!(
+                "ag-redis-data-{}-{}",
+                std::process::id(),
+                self.port
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("a data directory for redis-server");
             cmd.args(["--port", &self.port.to_string()])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
-                .arg(std::env::temp_dir())
+                .arg(&dir)
                 .args(&self.args);
         }
         let child = cmd
