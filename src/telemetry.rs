@@ -238,8 +238,8 @@ impl<W: std::fmt::Write> std::fmt::Write for TrimmedEnd<'_, W> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unparsable_request_heads_are_warnings_in_text_lines_too() {
+    /// A text-line subscriber writing into the returned buffer.
+    fn text_subscriber() -> (json::tests::Buf, impl Subscriber + Send + Sync) {
         let buf = json::tests::Buf::default();
         let writer = buf.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -247,6 +247,12 @@ mod tests {
             .with_writer(move || writer.clone())
             .event_format(TextEvent(fmt::format().compact()))
             .finish();
+        (buf, subscriber)
+    }
+
+    #[test]
+    fn unparsable_request_heads_are_warnings_in_text_lines_too() {
+        let (buf, subscriber) = text_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(
                 target: "actix_http::h1::dispatcher",
@@ -260,13 +266,7 @@ mod tests {
 
     #[test]
     fn text_lines_of_a_request_end_with_its_ids() {
-        let buf = json::tests::Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .event_format(TextEvent(fmt::format().compact()))
-            .finish();
+        let (buf, subscriber) = text_subscriber();
         let scope = Rc::new(RequestScope {
             id: "r-1".into(),
             sampled: true,
