@@ -198,31 +198,43 @@ fn cache(c: &mut Criterion) {
     group.finish();
 }
 
-/// One access line through the subscriber `telemetry::init` installs (JSON), and through
-/// tracing-subscriber's own JSON formatter, both into a sink: what keeps `telemetry/json.rs`.
-fn log(c: &mut Criterion) {
+/// JSON lines at `info`, and the scope of a request being served.
+fn access_setup() -> (
+    audience_gateway::settings::LogSettings,
+    std::rc::Rc<audience_gateway::telemetry::RequestScope>,
+) {
     use audience_gateway::settings::{LogFormat, LogSettings};
-    use audience_gateway::telemetry::{self, RequestScope, REQUEST};
     let settings = LogSettings {
         format: LogFormat::Json,
         level: "info".into(),
     };
-    let access = || {
-        tracing::info!(
-            target: "access",
-            method = "GET",
-            route = "/v1/audiences/{id}",
-            status = 200u16,
-            latency_ms = 0.123,
-            sub = "bench-user",
-            "request"
-        )
-    };
-    let scope = std::rc::Rc::new(RequestScope {
+    let scope = std::rc::Rc::new(audience_gateway::telemetry::RequestScope {
         id: "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a".into(),
         sampled: false,
         trace: Default::default(),
     });
+    (settings, scope)
+}
+
+/// The gateway's access line for a cached read.
+fn access_line() {
+    tracing::info!(
+        target: "access",
+        method = "GET",
+        route = "/v1/audiences/{id}",
+        status = 200u16,
+        latency_ms = 0.123,
+        sub = "bench-user",
+        "request"
+    )
+}
+
+/// One access line through the subscriber `telemetry::init` installs (JSON), and through
+/// tracing-subscriber's own JSON formatter, both into a sink: what keeps `telemetry/json.rs`.
+fn log(c: &mut Criterion) {
+    use audience_gateway::telemetry::{self, REQUEST};
+    let (settings, scope) = access_setup();
+    let access = access_line;
     let mut group = c.benchmark_group("log");
     let shipped = telemetry::subscriber(&settings, std::io::sink, None);
     tracing::subscriber::with_default(shipped, || {
@@ -307,9 +319,8 @@ fn dev_null() -> std::fs::File {
 fn log_writer(c: &mut Criterion) {
     use std::io::Write;
 
-    use audience_gateway::settings::{LogFormat, LogSettings};
     use audience_gateway::telemetry::writer::{LogWriter, Options};
-    use audience_gateway::telemetry::{self, RequestScope, REQUEST};
+    use audience_gateway::telemetry::{self, REQUEST};
     use tracing_appender::non_blocking::NonBlockingBuilder;
 
     // An access line as the gateway writes it (244 bytes).
@@ -346,26 +357,8 @@ fn log_writer(c: &mut Criterion) {
     drop(new_guard);
 
     // A whole access line: formatted by the gateway's subscriber, then written.
-    let settings = LogSettings {
-        format: LogFormat::Json,
-        level: "info".into(),
-    };
-    let access = || {
-        tracing::info!(
-            target: "access",
-            method = "GET",
-            route = "/v1/audiences/{id}",
-            status = 200u16,
-            latency_ms = 0.123,
-            sub = "bench-user",
-            "request"
-        )
-    };
-    let scope = std::rc::Rc::new(RequestScope {
-        id: "3f1c1f1e-6a4b-4f0e-9a55-2d1f7f0f9c1a".into(),
-        sampled: false,
-        trace: Default::default(),
-    });
+    let (settings, scope) = access_setup();
+    let access = access_line;
     let line = || REQUEST.sync_scope(scope.clone(), access);
     let (old, old_guard) = NonBlockingBuilder::default()
         .thread_name("log-writer")
